@@ -1,0 +1,90 @@
+"""The engine plug point: the ``Engine`` ABC and the plain data that crosses it.
+
+An engine receives one :class:`ImageJob` (a whole request: one image or a group) and yields one
+:class:`ImageResult` per image, in index order, as soon as each is ready. A per-image refusal
+(content filter) is a result whose ``error`` is set and the group goes on; an internal failure is
+raised (``EngineError``) and stops the group. Engines never see HTTP, wire models or storage.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from ..errors import SeedreamError
+
+
+@dataclass(frozen=True)
+class EngineCapabilities:
+    """What a model served by an engine accepts; the service validates requests against it."""
+
+    max_references: int = 14
+    min_pixels: int = 921_600
+    max_pixels: int = 16_777_216
+    min_ratio: float = 1 / 16
+    max_ratio: float = 16.0
+    supports_groups: bool = True
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    """One image of a job: its position in the group, its own prompt and seed."""
+
+    index: int
+    prompt: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """Everything an engine needs to produce the images of one request."""
+
+    model: str
+    tasks: tuple[ImageTask, ...]
+    width: int
+    height: int
+    references: tuple[Image.Image, ...] = ()
+    guidance_scale: float | None = None
+    fast: bool = False
+    group: bool = False
+    request_id: str = ""
+    base_prompt: str = ""
+
+
+@dataclass
+class ImageResult:
+    """One finished image (any size; the service resizes) or a per-image refusal."""
+
+    index: int
+    image: Image.Image | None = None
+    error: SeedreamError | None = None
+    info: dict[str, str] = field(default_factory=dict)
+
+
+class Engine(ABC):
+    """A backend that turns jobs into images. One instance serves one configured model."""
+
+    #: short engine kind, e.g. ``"preview"``; shown in ``/v1/models``
+    kind: str = "engine"
+
+    @property
+    @abstractmethod
+    def capabilities(self) -> EngineCapabilities:
+        """Limits of the model this engine serves."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Load weights or open connections; ``/readyz`` turns ready once every engine started."""
+
+    @abstractmethod
+    def generate(self, job: ImageJob) -> AsyncIterator[ImageResult]:
+        """Yield one result per task of ``job``, in index order, each as soon as it is ready.
+
+        Closing the iterator early (client gone, shutdown) must stop further generation.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""

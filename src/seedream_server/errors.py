@@ -1,0 +1,125 @@
+"""The error tree: every failure the server reports, with its HTTP status, Ark code and parameter.
+
+Errors are raised, never returned. The HTTP layer renders any :class:`SeedreamError` as the Ark
+envelope ``{"error": {"code", "message", "param", "type"}}``; anything else becomes a 500
+``InternalServiceError`` without a stack trace in the body.
+
+::
+
+    SeedreamError (500 InternalServiceError)
+    ├── BadRequestError (400)
+    │   ├── MissingParameter
+    │   ├── InvalidParameter
+    │   └── SensitiveContentDetected  (Input/Output Text/Image codes)
+    ├── AuthenticationError (401)
+    ├── AccessDenied (403)
+    ├── NotFoundError (404 InvalidEndpointOrModel.NotFound)
+    ├── RateLimitError (429)
+    │   ├── IpmRateLimitExceeded (ModelAccountIpmRateLimitExceeded)
+    │   └── ServerOverloaded
+    ├── ServiceUnavailable (503)
+    └── InternalServiceError (500)
+        └── EngineError  (a backend failed while generating)
+"""
+
+from __future__ import annotations
+
+
+class SeedreamError(Exception):
+    """Base of every error the server reports to clients."""
+
+    status: int = 500
+    code: str = "InternalServiceError"
+    type: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.retry_after = retry_after
+
+    def envelope(self, request_id: str | None = None) -> dict[str, object]:
+        """The Ark error body, with the request id appended to the message."""
+        message = self.message
+        if request_id:
+            message = f"{message} Request id: {request_id}"
+        body: dict[str, object] = {"code": self.code, "message": message, "type": self.type}
+        if self.param is not None:
+            body["param"] = self.param
+        return {"error": body}
+
+
+class BadRequestError(SeedreamError):
+    status = 400
+    code = "InvalidParameter"
+    type = "invalid_request_error"
+
+
+class MissingParameter(BadRequestError):
+    code = "MissingParameter"
+
+
+class InvalidParameter(BadRequestError):
+    code = "InvalidParameter"
+
+
+class SensitiveContentDetected(BadRequestError):
+    """A moderation hook refused a prompt, a reference or an output image."""
+
+    code = "InputTextSensitiveContentDetected"
+
+
+class AuthenticationError(SeedreamError):
+    status = 401
+    code = "AuthenticationError"
+    type = "authentication_error"
+
+
+class AccessDenied(SeedreamError):
+    status = 403
+    code = "AccessDenied"
+    type = "forbidden"
+
+
+class NotFoundError(SeedreamError):
+    status = 404
+    code = "InvalidEndpointOrModel.NotFound"
+    type = "not_found"
+
+
+class RateLimitError(SeedreamError):
+    status = 429
+    code = "ServerOverloaded"
+    type = "rate_limit_exceeded"
+
+
+class IpmRateLimitExceeded(RateLimitError):
+    code = "ModelAccountIpmRateLimitExceeded"
+
+
+class ServerOverloaded(RateLimitError):
+    code = "ServerOverloaded"
+
+
+class ServiceUnavailable(SeedreamError):
+    status = 503
+    code = "ServiceUnavailable"
+    type = "service_unavailable"
+
+
+class InternalServiceError(SeedreamError):
+    status = 500
+    code = "InternalServiceError"
+
+
+class EngineError(InternalServiceError):
+    """A backend failed while generating; stops a group."""
