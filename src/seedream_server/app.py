@@ -1,0 +1,341 @@
+"""The HTTP layer: ``create_app(settings) -> FastAPI`` with thin routes, the Ark error envelope,
+request ids, JSON and server-sent-event rendering of service events, signed file links, health,
+readiness and metrics. All registries (models, storage, metrics) are built here, per app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__
+from .config import ModelConfig, Settings
+from .engines.base import Engine
+from .engines.preview import PreviewEngine
+from .errors import EngineError, InvalidParameter, NotFoundError, SeedreamError
+from .metrics import Metrics
+from .planner import RulePlanner
+from .protocol import (
+    ErrorResponse,
+    ImageGenerationRequest,
+    ImagesResponse,
+    to_generation_request,
+    translate_validation_error,
+)
+from .references import ReferencePolicy, parse_allowlist
+from .service import (
+    Event,
+    ImageDelivered,
+    ImageFailed,
+    ImageService,
+    JobAborted,
+    JobCompleted,
+    PreparedJob,
+    ServedModel,
+)
+from .storage import LocalStorage, UrlSigner, load_or_create_secret
+from .storage.base import CONTENT_TYPES, NAME_PATTERN
+
+log = logging.getLogger("seedream_server.app")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in {
+        400: "Invalid or missing parameter (param names the field).",
+        401: "Missing or invalid API key.",
+        403: "Key not allowed this model.",
+        404: "Unknown model.",
+        429: "Rate limit or queue full (Retry-After set).",
+        500: "Internal error.",
+    }.items()
+}
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (``scope['state']['request_id']``) and an ``X-Request-Id`` header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(
+        self, scope: Scope, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def build_engine(model: ModelConfig) -> Engine:
+    """The engine registry: engine kind -> implementation."""
+    if model.engine == "preview":
+        return PreviewEngine()
+    raise ValueError(f"model {model.name!r}: unknown engine {model.engine!r} (available: preview)")
+
+
+def _error_response(exc: SeedreamError, request_id: str) -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return JSONResponse(exc.envelope(request_id), status_code=exc.status, headers=headers)
+
+
+def _request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "") or uuid.uuid4().hex)
+
+
+def _item(event: ImageDelivered) -> dict[str, Any]:
+    item: dict[str, Any] = {"url": event.url} if event.url is not None else {"b64_json": event.b64_json}
+    item["size"] = event.size
+    return item
+
+
+def _failure(error: SeedreamError) -> dict[str, str]:
+    return {"code": error.code, "message": error.message}
+
+
+async def _collect(service: ImageService, prepared: PreparedJob) -> dict[str, Any]:
+    """Non-streaming: run the whole job, then answer with data in order and usage."""
+    data: list[dict[str, Any]] = []
+    failures: list[SeedreamError] = []
+    usage: dict[str, int] = {}
+    async for event in service.run(prepared):
+        if isinstance(event, ImageDelivered):
+            data.append(_item(event))
+        elif isinstance(event, ImageFailed):
+            failures.append(event.error)
+            data.append({"error": _failure(event.error)})
+        elif isinstance(event, JobAborted):
+            if event.usage.generated_images == 0:
+                raise event.error
+            data.append({"error": _failure(event.error)})
+            usage = event.usage.as_dict()
+        elif isinstance(event, JobCompleted):
+            usage = event.usage.as_dict()
+    if usage.get("generated_images", 0) == 0:
+        raise failures[0] if failures else EngineError("No image was generated.")
+    return {"model": prepared.request.model, "created": prepared.created, "data": data, "usage": usage}
+
+
+def _sse(event_type: str, payload: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(data=json.dumps(payload, ensure_ascii=False, separators=(",", ":")), event=event_type)
+
+
+async def _stream(service: ImageService, prepared: PreparedJob) -> AsyncIterator[ServerSentEvent]:
+    """Streaming: one event per image as soon as it is stored, then completed and [DONE]."""
+    base = {"model": prepared.request.model, "created": prepared.created}
+    events: AsyncIterator[Event] = service.run(prepared)
+    try:
+        async for event in events:
+            if isinstance(event, ImageDelivered):
+                kind = "image_generation.partial_succeeded"
+                yield _sse(kind, {"type": kind, **base, "image_index": event.index, **_item(event)})
+            elif isinstance(event, ImageFailed):
+                kind = "image_generation.partial_failed"
+                payload = {"type": kind, **base, "image_index": event.index, "error": _failure(event.error)}
+                yield _sse(kind, payload)
+            elif isinstance(event, JobAborted):
+                yield _sse("error", {"type": "error", **event.error.envelope(prepared.request_id)})
+                return
+            elif isinstance(event, JobCompleted):
+                kind = "image_generation.completed"
+                yield _sse(kind, {"type": kind, **base, "usage": event.usage.as_dict()})
+        yield ServerSentEvent(data="[DONE]")
+    except SeedreamError as exc:
+        yield _sse("error", {"type": "error", **exc.envelope(prepared.request_id)})
+    except Exception:
+        log.exception("stream failed request_id=%s", prepared.request_id)
+        yield _sse("error", {"type": "error", **EngineError("Image generation failed.").envelope(prepared.request_id)})
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the app: storage, engines, service and routes for one settings object."""
+    # 1. registries and shared objects, per app (no import-time globals)
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    signer = UrlSigner(load_or_create_secret(data_dir, settings.signing_secret))
+    storage = LocalStorage(data_dir / "images", signer, settings.base_url, settings.retention_hours * 3600)
+    metrics = Metrics()
+    models = {
+        m.name: ServedModel(m.name, build_engine(m), m.aliases, settings.max_concurrency) for m in settings.models
+    }
+    policy = ReferencePolicy(
+        max_bytes=settings.reference_max_bytes,
+        read_timeout=settings.reference_timeout_s,
+        allowlist=parse_allowlist(settings.reference_allowlist),
+    )
+    service = ImageService(settings, models, storage, RulePlanner(), metrics, policy)
+    state: dict[str, Any] = {"ready": False}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # 2. start engines, then the sweeper; stop both on shutdown
+        for served in models.values():
+            await served.engine.start()
+        state["ready"] = True
+        if not settings.auth:
+            log.warning("authentication is disabled (--no-auth): every request is allowed")
+        sweeper = asyncio.create_task(_sweep_forever(storage, settings.sweep_interval_s))
+        try:
+            yield
+        finally:
+            state["ready"] = False
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
+            for served in models.values():
+                await served.engine.aclose()
+            await storage.aclose()
+
+    app = FastAPI(
+        title="seedream-server",
+        version=__version__,
+        description="Seedream 4.0 image generation API (Ark `/api/v3/images/generations`, "
+        "OpenAI `/v1/images/generations`).",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.storage = storage
+    app.state.metrics = metrics
+    app.state.settings = settings
+    app.add_middleware(RequestIdMiddleware)
+
+    # 3. one error envelope for everything
+    @app.exception_handler(SeedreamError)
+    async def seedream_error(request: Request, exc: SeedreamError) -> JSONResponse:
+        return _error_response(exc, _request_id(request))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error_response(translate_validation_error(exc), _request_id(request))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            error: SeedreamError = NotFoundError(f"The endpoint {request.url.path} does not exist.")
+        else:
+            error = InvalidParameter(str(exc.detail), code="InvalidRequest")
+            error.status = exc.status_code
+        return _error_response(error, _request_id(request))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error request_id=%s", _request_id(request))
+        return _error_response(
+            SeedreamError("The service encountered an unexpected internal error."), _request_id(request)
+        )
+
+    # 4. routes
+    async def generate(request: Request, body: ImageGenerationRequest) -> Response:
+        if body.model_extra:
+            log.debug("ignoring unknown fields %s", sorted(body.model_extra))
+        request_id = _request_id(request)
+        prepared = await service.prepare(to_generation_request(body), request_id)
+        if prepared.request.stream:
+            return EventSourceResponse(_stream(service, prepared), sep="\n", ping=15)
+        return JSONResponse(await _collect(service, prepared))
+
+    for path in ("/api/v3/images/generations", "/v1/images/generations"):
+        app.add_api_route(
+            path,
+            generate,
+            methods=["POST"],
+            response_model=ImagesResponse,
+            responses={
+                **ERROR_RESPONSES,
+                200: {
+                    "description": "JSON images response, or with stream=true a text/event-stream of "
+                    "image_generation.partial_succeeded / partial_failed / completed events and data: [DONE].",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+            },
+            summary="Generate images (text-to-image, references, groups, streaming)",
+            name=f"generate{path.replace('/', '_')}",
+        )
+
+    async def list_models() -> dict[str, Any]:
+        created = int(time.time())
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": served.name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "seedream-server",
+                    "engine": served.engine.kind,
+                    "aliases": list(served.aliases),
+                    "max_references": served.engine.capabilities.max_references,
+                    "description": served.engine.capabilities.description,
+                }
+                for served in models.values()
+            ],
+        }
+
+    app.add_api_route("/v1/models", list_models, methods=["GET"], summary="Served models")
+    app.add_api_route("/api/v3/models", list_models, methods=["GET"], summary="Served models", name="ark_models")
+
+    @app.api_route("/files/{name}", methods=["GET", "HEAD"], summary="A generated image behind a signed link")
+    async def get_file(name: str, expires: str | None = None, signature: str | None = None) -> FileResponse:
+        path = storage.open_path(name, expires, signature)
+        match = NAME_PATTERN.match(name)
+        assert match is not None  # open_path checked it
+        return FileResponse(
+            path, media_type=CONTENT_TYPES[match.group(2)], headers={"Cache-Control": "private, max-age=3600"}
+        )
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: every engine started")
+    async def readyz() -> JSONResponse:
+        ready = bool(state["ready"])
+        body = {"status": "ready" if ready else "starting", "models": sorted(models)}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def get_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _sweep_forever(storage: LocalStorage, interval: float) -> None:
+    while True:
+        try:
+            deleted = await storage.sweep()
+            if deleted:
+                log.info("sweeper deleted %d expired images", deleted)
+        except Exception:
+            log.exception("sweeper failed")
+        await asyncio.sleep(interval)

@@ -1,0 +1,178 @@
+"""Settings as data: one table of (name, type, default, help) read from defaults, a TOML file,
+``SEEDREAM_*`` environment variables and command-line flags, in that order of precedence (last wins).
+
+The same table generates the ``seedream serve`` options and the settings section of the docs, so the
+help text cannot drift from the code. Models are declared in the TOML file as ``[[models]]`` tables;
+with none, the preview engine serves the Seedream model ids.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    flag: str | None = None  # CLI flag when it differs from --name-with-dashes
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", str, "127.0.0.1", "Address to listen on."),
+    Setting("port", int, 8000, "Port to listen on."),
+    Setting("data_dir", str, "./data", "Directory for images, the signing secret and (later) the database."),
+    Setting("public_url", str, "", "Base URL of returned image links (behind a proxy); default http://HOST:PORT."),
+    Setting("auth", bool, True, "Require API keys. Turn off with --no-auth (a warning is logged).", "--auth/--no-auth"),
+    Setting("retention_hours", float, 24.0, "How long generated images and their links stay valid."),
+    Setting("sweep_interval_s", float, 600.0, "How often the sweeper deletes images past retention."),
+    Setting("signing_secret", str, "", "HMAC secret for file links; default: generated once into DATA_DIR/secret.key."),
+    Setting("max_prompt_chars", int, 4000, "Hard limit on prompt length in characters."),
+    Setting("watermark_text", str, "AI生成", "Text of the visible watermark (glyphs must be in the shipped font)."),
+    Setting("jpeg_quality", int, 90, "JPEG quality of delivered images (1-95)."),
+    Setting("reference_max_bytes", int, 10 * 1024 * 1024, "Largest accepted reference image, in bytes."),
+    Setting(
+        "reference_allowlist",
+        str,
+        "",
+        "Comma-separated CIDRs/hosts that reference URLs may reach despite the private-address guard.",
+    ),
+    Setting("reference_timeout_s", float, 10.0, "Read timeout for fetching one reference URL."),
+    Setting("max_concurrency", int, 2, "Images generated at the same time per engine."),
+    Setting("log_level", str, "info", "Log level: debug, info, warning, error."),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+DEFAULT_MODEL = "doubao-seedream-4-0-250828"
+DEFAULT_ALIASES = ("doubao-seedream-4.0", "seedream-4.0", "seedream-4-0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One served model: its name, aliases, engine kind and engine-specific options."""
+
+    name: str
+    engine: str = "preview"
+    aliases: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def default_models() -> tuple[ModelConfig, ...]:
+    return (ModelConfig(name=DEFAULT_MODEL, engine="preview", aliases=DEFAULT_ALIASES),)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings; build with :func:`load_settings`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: str = "./data"
+    public_url: str = ""
+    auth: bool = True
+    retention_hours: float = 24.0
+    sweep_interval_s: float = 600.0
+    signing_secret: str = ""
+    max_prompt_chars: int = 4000
+    watermark_text: str = "AI生成"
+    jpeg_quality: int = 90
+    reference_max_bytes: int = 10 * 1024 * 1024
+    reference_allowlist: str = ""
+    reference_timeout_s: float = 10.0
+    max_concurrency: int = 2
+    log_level: str = "info"
+    models: tuple[ModelConfig, ...] = field(default_factory=default_models)
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        return f"http://{host}:{self.port}"
+
+    def with_overrides(self, **values: Any) -> Settings:
+        return replace(self, **{k: _coerce(_BY_NAME[k], v) for k, v in values.items() if k in _BY_NAME})
+
+
+def _coerce(setting: Setting, value: Any) -> Any:
+    if isinstance(value, setting.type):
+        return value
+    if setting.type is bool:
+        if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if isinstance(value, str) and value.lower() in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError(f"setting {setting.name!r}: expected a boolean, got {value!r}")
+    try:
+        return setting.type(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"setting {setting.name!r}: expected {setting.type.__name__}, got {value!r}") from exc
+
+
+def _models_from_toml(entries: Any) -> tuple[ModelConfig, ...]:
+    if not isinstance(entries, list) or not entries:
+        raise ValueError("config: [[models]] must be a non-empty array of tables")
+    models = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ValueError(f"config: models[{i}] needs a string 'name'")
+        options = {k: v for k, v in entry.items() if k not in {"name", "engine", "aliases"}}
+        aliases = entry.get("aliases", [])
+        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+            raise ValueError(f"config: models[{i}].aliases must be a list of strings")
+        models.append(
+            ModelConfig(
+                name=entry["name"],
+                engine=str(entry.get("engine", "preview")),
+                aliases=tuple(aliases),
+                options=options,
+            )
+        )
+    return tuple(models)
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Defaults <- TOML file (``[server]`` table and ``[[models]]``) <- ``SEEDREAM_*`` env <- overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    models: tuple[ModelConfig, ...] | None = None
+    if config_file:
+        with open(config_file, "rb") as fh:
+            doc = tomllib.load(fh)
+        server = doc.get("server", {})
+        if not isinstance(server, dict):
+            raise ValueError("config: [server] must be a table")
+        for key, value in server.items():
+            if key not in _BY_NAME:
+                raise ValueError(f"config: unknown setting [server].{key}")
+            values[key] = _coerce(_BY_NAME[key], value)
+        if "models" in doc:
+            models = _models_from_toml(doc["models"])
+    for setting in SETTINGS:
+        raw = env.get(f"SEEDREAM_{setting.name.upper()}")
+        if raw is not None:
+            values[setting.name] = _coerce(setting, raw)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = _coerce(_BY_NAME[key], value)
+    settings = Settings(**values)
+    if models is not None:
+        settings = replace(settings, models=models)
+    return settings
+
+
+def setting_names() -> list[str]:
+    return [f.name for f in fields(Settings) if f.name != "models"]

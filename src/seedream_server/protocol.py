@@ -1,0 +1,232 @@
+"""Wire models for the Ark and OpenAI image APIs, and their conversion into a :class:`GenerationRequest`.
+
+Fields follow the upstream order (Ark first, then OpenAI extras, marked ``x-extension``). Types are strict:
+a string where an integer is expected is an error, never silently converted. ``null`` means "use the
+default" for every optional field (the Ark SDK sends explicit nulls). Unknown fields are kept in
+``model_extra`` and ignored. No I/O happens here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import InvalidParameter, MissingParameter, SeedreamError
+
+MAX_IMAGES_PER_REQUEST = 15
+_EXT: dict[str, Any] = {"x-extension": "openai"}
+
+
+class SequentialImageGenerationOptions(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    max_images: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_IMAGES_PER_REQUEST,
+        description="Most images this request may produce, 1..15 (default 15). Read only when "
+        "sequential_image_generation is auto; inputs + outputs never exceed 15.",
+    )
+
+
+class OptimizePromptOptions(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    mode: Literal["standard", "fast"] | None = Field(
+        default=None, description="standard (default) or fast (fewer steps, faster, lower quality)."
+    )
+
+
+class ImageGenerationRequest(BaseModel):
+    """``POST /api/v3/images/generations`` (and ``/v1/images/generations``)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    model: str = Field(description="A served model name or alias, e.g. doubao-seedream-4-0-250828.")
+    prompt: str = Field(
+        description="Text prompt in Chinese or English; non-empty. Advice: at most 300 CJK characters or "
+        "600 words; the hard limit is configurable (default 4000 characters)."
+    )
+    image: str | list[str] | None = Field(
+        default=None,
+        description="Reference image(s): http(s) URL or data:image/<fmt>;base64,<data> with lowercase <fmt>; "
+        "a string or a list of up to 14.",
+    )
+    size: str | None = Field(
+        default=None,
+        description="1K, 2K, 4K (aspect ratio from the prompt or the first reference) or <W>x<H> with "
+        "921600 <= W*H <= 16777216 and 1/16 <= W/H <= 16. Default 2048x2048.",
+    )
+    sequential_image_generation: Literal["auto", "disabled"] | None = Field(
+        default=None,
+        description="auto: the prompt decides how many related images (group, up to max_images); "
+        "disabled (default): one image.",
+    )
+    sequential_image_generation_options: SequentialImageGenerationOptions | None = Field(
+        default=None, description="Group options; read only when sequential_image_generation is auto."
+    )
+    stream: bool | None = Field(
+        default=None, description="true: server-sent events, one per image as soon as it is stored."
+    )
+    response_format: Literal["url", "b64_json"] | None = Field(
+        default=None, description="url (default; signed link valid 24 h) or b64_json. Images are JPEG."
+    )
+    watermark: bool | None = Field(default=None, description='true (default): visible "AI生成" mark bottom-right.')
+    seed: int | None = Field(
+        default=None,
+        ge=-1,
+        le=2147483647,
+        description="-1 (default) = random. The same seed and inputs give the same images on one engine.",
+    )
+    guidance_scale: float | None = Field(
+        default=None, ge=0, le=30, description="Prompt adherence, passed to engines that use it."
+    )
+    optimize_prompt: bool | None = Field(default=None, description="Accepted for Ark SDK compatibility.")
+    optimize_prompt_options: OptimizePromptOptions | None = Field(
+        default=None, description="Prompt optimisation options; mode fast may trade quality for speed."
+    )
+    n: int | None = Field(
+        default=None,
+        ge=1,
+        le=10,
+        description="OpenAI extension: number of independent images when sequential generation is "
+        "disabled (default 1). Ignored in auto mode.",
+        json_schema_extra=_EXT,
+    )
+    quality: str | None = Field(
+        default=None, description="OpenAI extension: accepted and ignored.", json_schema_extra=_EXT
+    )
+    style: str | None = Field(
+        default=None, description="OpenAI extension: accepted and ignored.", json_schema_extra=_EXT
+    )
+    user: str | None = Field(default=None, description="OpenAI extension: end-user id, logged.", json_schema_extra=_EXT)
+    output_format: Literal["jpeg", "png", "webp"] | None = Field(
+        default=None,
+        description="OpenAI extension: jpeg (default), png or webp.",
+        json_schema_extra=_EXT,
+    )
+
+
+class ImageItem(BaseModel):
+    url: str | None = Field(default=None, description="Signed link to the image (response_format url).")
+    b64_json: str | None = Field(default=None, description="Base64 image bytes (response_format b64_json).")
+    size: str | None = Field(default=None, description="Delivered size, <W>x<H>.")
+    error: ErrorBody | None = Field(default=None, description="Set instead of url/b64_json when this image failed.")
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+    type: str | None = None
+
+
+class Usage(BaseModel):
+    generated_images: int = Field(description="Images delivered (failures not counted).")
+    output_tokens: int = Field(description="Sum over delivered images of width*height/256.")
+    total_tokens: int = Field(description="Equal to output_tokens.")
+
+
+class ImagesResponse(BaseModel):
+    model: str
+    created: int = Field(description="Unix seconds.")
+    data: list[ImageItem]
+    usage: Usage
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+ImageItem.model_rebuild()
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A validated request with defaults applied: the service's input."""
+
+    model: str
+    prompt: str
+    images: tuple[str, ...] = ()
+    size: str = "2048x2048"
+    sequential: bool = False
+    max_images: int = MAX_IMAGES_PER_REQUEST
+    n: int = 1
+    stream: bool = False
+    response_format: str = "url"
+    watermark: bool = True
+    seed: int = -1
+    guidance_scale: float | None = None
+    fast: bool = False
+    output_format: str = "jpeg"
+    user: str | None = None
+
+
+def to_generation_request(body: ImageGenerationRequest) -> GenerationRequest:
+    """Apply defaults and the checks pydantic cannot express (no I/O)."""
+    if not body.prompt.strip():
+        raise InvalidParameter("The parameter `prompt` must not be empty.", param="prompt")
+    images: tuple[str, ...]
+    if body.image is None:
+        images = ()
+    elif isinstance(body.image, str):
+        images = (body.image,)
+    else:
+        images = tuple(body.image)
+    options = body.sequential_image_generation_options
+    return GenerationRequest(
+        model=body.model,
+        prompt=body.prompt,
+        images=images,
+        size=body.size if body.size is not None else "2048x2048",
+        sequential=body.sequential_image_generation == "auto",
+        max_images=(options.max_images if options and options.max_images else MAX_IMAGES_PER_REQUEST),
+        n=body.n or 1,
+        stream=bool(body.stream),
+        response_format=body.response_format or "url",
+        watermark=True if body.watermark is None else body.watermark,
+        seed=-1 if body.seed is None else body.seed,
+        guidance_scale=body.guidance_scale,
+        fast=bool(body.optimize_prompt_options and body.optimize_prompt_options.mode == "fast"),
+        output_format=body.output_format or "jpeg",
+        user=body.user,
+    )
+
+
+def _param_of(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    out = ""
+    for part in parts:
+        if part.isdigit():
+            out += f"[{part}]"
+        elif part in {"str", "list[str]"}:  # union branch names from pydantic
+            continue
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def translate_validation_error(exc: ValidationError | Any) -> SeedreamError:
+    """Turn the first pydantic/FastAPI validation error into an Ark error naming the field."""
+    errors = exc.errors()
+    if not errors:
+        return InvalidParameter("The request body is not valid.")
+    err = errors[0]
+    loc = tuple(err.get("loc", ()))
+    param = _param_of(loc)
+    kind = err.get("type", "")
+    if kind == "json_invalid":
+        return InvalidParameter("The request body is not valid JSON.")
+    if not param:
+        return InvalidParameter("The request body must be a JSON object.")
+    if kind == "missing" or (err.get("input", ...) is None and param in {"model", "prompt"}):
+        return MissingParameter(
+            f"The request failed because it is missing one or multiple required parameters: {param}.",
+            param=param,
+        )
+    return InvalidParameter(
+        f"The parameter `{param}` specified in the request is not valid: {err.get('msg', 'invalid value')}.",
+        param=param,
+    )

@@ -1,0 +1,321 @@
+"""The one orchestration of a generation request: validate, references, plan, generate, finish,
+deliver, account. It yields one event per image, in order, as soon as that image is stored; the HTTP
+layer renders the events as a JSON body or as server-sent events.
+
+Validation, references and planning happen in :meth:`ImageService.prepare`, before any response is
+started, so their errors are plain 400 JSON even for streaming requests. :meth:`ImageService.run`
+drives the engine; closing its iterator (client gone) cancels the rest of the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from . import postprocess
+from .config import Settings
+from .engines.base import Engine, ImageJob, ImageResult, ImageTask
+from .errors import EngineError, InvalidParameter, NotFoundError, SeedreamError
+from .metrics import Metrics
+from .planner import Planner
+from .protocol import MAX_IMAGES_PER_REQUEST, GenerationRequest
+from .references import ReferencePolicy, load_references
+from .sizes import SizeLimits, image_tokens, resolve_size
+from .storage import Storage
+
+log = logging.getLogger("seedream_server.service")
+
+MAX_SEED = 2_147_483_647
+
+
+@dataclass
+class ServedModel:
+    """A configured model: its engine and the slots that bound concurrent jobs on it."""
+
+    name: str
+    engine: Engine
+    aliases: tuple[str, ...] = ()
+    max_concurrency: int = 2
+    slots: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slots = asyncio.Semaphore(self.max_concurrency)
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """A request that passed every check, with references loaded and the group planned."""
+
+    request: GenerationRequest
+    request_id: str
+    served: ServedModel
+    job: ImageJob
+    created: int
+    plan_reason: str
+
+
+@dataclass(frozen=True)
+class ImageDelivered:
+    index: int
+    width: int
+    height: int
+    url: str | None = None
+    b64_json: str | None = None
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+@dataclass(frozen=True)
+class ImageFailed:
+    index: int
+    error: SeedreamError
+
+
+@dataclass(frozen=True)
+class Usage:
+    generated_images: int
+    output_tokens: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "generated_images": self.generated_images,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.output_tokens,
+        }
+
+
+@dataclass(frozen=True)
+class JobCompleted:
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class JobAborted:
+    """An internal failure stopped the job; images already delivered stay delivered."""
+
+    error: SeedreamError
+    usage: Usage
+
+
+Event = ImageDelivered | ImageFailed | JobCompleted | JobAborted
+
+
+class ImageService:
+    """Owns the request pipeline; one instance per app."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        models: dict[str, ServedModel],
+        storage: Storage,
+        planner: Planner,
+        metrics: Metrics,
+        reference_policy: ReferencePolicy,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.planner = planner
+        self.metrics = metrics
+        self.reference_policy = reference_policy
+        self.models = models
+        self._lookup: dict[str, ServedModel] = {}
+        for served in models.values():
+            for name in (served.name, *served.aliases):
+                self._lookup[name] = served
+
+    def resolve_model(self, name: str) -> ServedModel:
+        served = self._lookup.get(name)
+        if served is None:
+            raise NotFoundError(
+                f"The model or endpoint {name} does not exist or you do not have access to it.",
+                param="model",
+            )
+        return served
+
+    async def prepare(self, request: GenerationRequest, request_id: str) -> PreparedJob:
+        """Steps 1-3: everything that can fail with a 400 before any image is made."""
+        # 1. validate what depends on settings and on the model
+        served = self.resolve_model(request.model)
+        caps = served.engine.capabilities
+        if len(request.prompt) > self.settings.max_prompt_chars:
+            raise InvalidParameter(
+                f"The parameter `prompt` is too long: {len(request.prompt)} characters; "
+                f"the limit is {self.settings.max_prompt_chars}.",
+                param="prompt",
+            )
+        if len(request.images) > caps.max_references:
+            raise InvalidParameter(
+                f"The parameter `image` has {len(request.images)} images; model {served.name} "
+                f"takes at most {caps.max_references} reference images.",
+                param="image",
+            )
+        if not request.sequential and len(request.images) + request.n > MAX_IMAGES_PER_REQUEST:
+            raise InvalidParameter(
+                f"The parameter `n` is too large: {len(request.images)} reference images + {request.n} "
+                f"outputs exceed {MAX_IMAGES_PER_REQUEST}.",
+                param="n",
+            )
+        limits = SizeLimits(caps.min_pixels, caps.max_pixels, caps.min_ratio, caps.max_ratio)
+        resolve_size(request.size, request.prompt, limits)  # reject a bad size before fetching anything
+
+        # 2. references: fetched concurrently, checked before decoding
+        started = time.perf_counter()
+        references = await load_references(list(request.images) or None, self.reference_policy)
+        if references:
+            self.metrics.stage_seconds.labels("references").observe(time.perf_counter() - started)
+
+        # 3. plan: delivered size, image count, per-image prompts and seeds
+        started = time.perf_counter()
+        first = (references[0].width, references[0].height) if references else None
+        width, height = resolve_size(request.size, request.prompt, limits, first)
+        if request.sequential and caps.supports_groups:
+            cap = min(request.max_images, MAX_IMAGES_PER_REQUEST - len(references))
+            plan = await self.planner.plan(request.prompt, cap)
+            prompts, reason = plan.prompts, plan.reason
+        else:
+            prompts, reason = (request.prompt,) * request.n, "disabled" if request.n == 1 else f"n={request.n}"
+        seed = request.seed if request.seed >= 0 else secrets.randbelow(MAX_SEED + 1)
+        tasks = tuple(ImageTask(index=i, prompt=p, seed=(seed + i) % (MAX_SEED + 1)) for i, p in enumerate(prompts))
+        job = ImageJob(
+            model=served.name,
+            tasks=tasks,
+            width=width,
+            height=height,
+            references=tuple(ref.image for ref in references),
+            guidance_scale=request.guidance_scale,
+            fast=request.fast,
+            group=request.sequential and len(tasks) > 1,
+            request_id=request_id,
+            base_prompt=request.prompt,
+        )
+        self.metrics.stage_seconds.labels("plan").observe(time.perf_counter() - started)
+        return PreparedJob(request, request_id, served, job, int(time.time()), reason)
+
+    async def run(self, prepared: PreparedJob) -> AsyncIterator[Event]:
+        """Steps 4-7: generate, finish, deliver, account; one event per image, then a final event."""
+        request, served = prepared.request, prepared.served
+        delivered = tokens = 0
+        started = time.perf_counter()
+        status = "ok"
+        queue: asyncio.Queue[ImageResult | BaseException | None] = asyncio.Queue(maxsize=1)
+        producer = asyncio.create_task(self._produce(prepared, queue))
+        self.metrics.inflight.inc()
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    # internal failure: stop the group, keep what was delivered
+                    error = item if isinstance(item, SeedreamError) else EngineError("Image generation failed.")
+                    if not isinstance(item, SeedreamError):
+                        log.error("engine failure request_id=%s", prepared.request_id, exc_info=item)
+                    status = error.code
+                    yield JobAborted(error, Usage(delivered, tokens))
+                    return
+                if item.error is not None or item.image is None:
+                    # 4a. a per-image refusal lets the group go on
+                    error = item.error or EngineError("The engine returned no image.")
+                    self.metrics.images.labels(served.name, "failed").inc()
+                    yield ImageFailed(item.index, error)
+                    continue
+                # 5-6. finish and deliver
+                event = await self._deliver(prepared, item.index, item.image)
+                delivered += 1
+                tokens += image_tokens(event.width, event.height)
+                self.metrics.images.labels(served.name, "succeeded").inc()
+                yield event
+            # 7. account
+            yield JobCompleted(Usage(delivered, tokens))
+        except (asyncio.CancelledError, GeneratorExit):
+            status = "cancelled"
+            raise
+        finally:
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+            self.metrics.inflight.dec()
+            elapsed = time.perf_counter() - started
+            self.metrics.requests.labels(served.name, status).inc()
+            self.metrics.request_seconds.labels(served.name).observe(elapsed)
+            log.info(
+                "request_id=%s model=%s images=%d/%d status=%s duration_ms=%.0f user=%s",
+                prepared.request_id,
+                served.name,
+                delivered,
+                len(prepared.job.tasks),
+                status,
+                elapsed * 1000,
+                request.user or "-",
+            )
+
+    async def _produce(self, prepared: PreparedJob, queue: asyncio.Queue[ImageResult | BaseException | None]) -> None:
+        """Step 4: run the engine in a slot, handing results over one at a time."""
+        served = prepared.served
+        gauge = self.metrics.queue_depth.labels(served.name)
+        gauge.inc()
+        waiting = True
+        try:
+            async with served.slots:
+                gauge.dec()
+                waiting = False
+                results = served.engine.generate(prepared.job)
+                try:
+                    last = time.perf_counter()
+                    async for result in results:
+                        now = time.perf_counter()
+                        self.metrics.stage_seconds.labels("generate").observe(now - last)
+                        await queue.put(result)
+                        last = time.perf_counter()
+                finally:
+                    aclose = getattr(results, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+            await queue.put(None)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the consumer, which reports it
+            await queue.put(exc)
+        finally:
+            if waiting:
+                gauge.dec()
+
+    def _finish(self, prepared: PreparedJob, index: int, image: Image.Image, name: str) -> tuple[bytes, int, int]:
+        """Step 5 (in a worker thread): resize, watermark, provenance, encode."""
+        request, job = prepared.request, prepared.job
+        started = time.perf_counter()
+        image = postprocess.resize_to(image, job.width, job.height)
+        if request.watermark:
+            image = postprocess.add_watermark(image, self.settings.watermark_text)
+        provenance = postprocess.Provenance(
+            model=job.model,
+            content_id=name,
+            created=prepared.created,
+            watermarked=request.watermark,
+            engine=prepared.served.engine.kind,
+        )
+        data = postprocess.encode_image(
+            image, provenance=provenance, output_format=request.output_format, quality=self.settings.jpeg_quality
+        )
+        self.metrics.stage_seconds.labels("finish").observe(time.perf_counter() - started)
+        return data, image.width, image.height
+
+    async def _deliver(self, prepared: PreparedJob, index: int, image: Image.Image) -> ImageDelivered:
+        """Steps 5-6: finish off the event loop, then store durably (or inline as base64)."""
+        name = f"{prepared.request_id}_{index}"
+        data, width, height = await asyncio.to_thread(self._finish, prepared, index, image, name)
+        if prepared.request.response_format == "b64_json":
+            return ImageDelivered(index, width, height, b64_json=base64.b64encode(data).decode("ascii"))
+        started = time.perf_counter()
+        ext = prepared.request.output_format
+        stored = await self.storage.put(f"{name}.{ext}", data)
+        self.metrics.stage_seconds.labels("store").observe(time.perf_counter() - started)
+        return ImageDelivered(index, width, height, url=stored.url)

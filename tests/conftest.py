@@ -1,0 +1,94 @@
+"""Shared fixtures: settings in a temp data dir, an in-process ASGI client, and a real server subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from seedream_server.app import create_app
+from seedream_server.config import Settings, load_settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(overrides={"data_dir": str(tmp_path / "data"), "auth": False}, environ={})
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """In-process client; the app's lifespan runs around it."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000", timeout=60) as c:
+            yield c
+
+
+class LiveServer:
+    def __init__(self, url: str, data_dir: Path, process: subprocess.Popen[bytes], log: Path) -> None:
+        self.url = url
+        self.data_dir = data_dir
+        self.process = process
+        self.log = log
+
+
+def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> LiveServer:
+    """Start ``seedream serve`` as a subprocess on a free loopback port and wait until it is ready."""
+    port = free_port()
+    data_dir = tmp / "data"
+    log = tmp / "server.log"
+    cmd = [sys.executable, "-m", "seedream_server.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--data-dir", str(data_dir), *extra]
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SEEDREAM_")}
+    full_env.update(env or {})
+    with open(log, "wb") as fh:
+        process = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=full_env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return LiveServer(url, data_dir, process, log)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"server did not become ready: {log.read_text()}")
+
+
+def stop_server(server: LiveServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One real ``seedream serve --no-auth`` process shared by the subprocess-tier tests."""
+    server = start_server(tmp_path_factory.mktemp("live"), "--no-auth")
+    yield server
+    stop_server(server)
