@@ -28,7 +28,8 @@ from .engines.base import Engine
 from .engines.preview import PreviewEngine
 from .errors import EngineError, InvalidParameter, NotFoundError, SeedreamError
 from .metrics import Metrics
-from .planner import RulePlanner
+from .moderation import Moderation, load_image_check, load_words
+from .planner import LLMPlanner, Planner, RulePlanner
 from .protocol import (
     ErrorResponse,
     ImageGenerationRequest,
@@ -94,11 +95,17 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def build_engine(model: ModelConfig) -> Engine:
-    """The engine registry: engine kind -> implementation."""
+EngineFactory = Callable[[ModelConfig], Engine]
+
+
+def build_engine(model: ModelConfig, extra: dict[str, EngineFactory] | None = None) -> Engine:
+    """The engine registry: engine kind -> implementation (``extra`` adds kinds, e.g. in tests)."""
+    if extra and model.engine in extra:
+        return extra[model.engine](model)
     if model.engine == "preview":
         return PreviewEngine()
-    raise ValueError(f"model {model.name!r}: unknown engine {model.engine!r} (available: preview)")
+    known = ", ".join(sorted({"preview", *(extra or {})}))
+    raise ValueError(f"model {model.name!r}: unknown engine {model.engine!r} (available: {known})")
 
 
 def _error_response(exc: SeedreamError, request_id: str) -> JSONResponse:
@@ -178,8 +185,11 @@ async def _stream(service: ImageService, prepared: PreparedJob) -> AsyncIterator
             await aclose()
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the app: storage, engines, service and routes for one settings object."""
+def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | None = None) -> FastAPI:
+    """Build the app: storage, engines, service and routes for one settings object.
+
+    ``engine_factories`` registers extra engine kinds (name -> factory taking the ModelConfig).
+    """
     # 1. registries and shared objects, per app (no import-time globals)
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -187,14 +197,27 @@ def create_app(settings: Settings) -> FastAPI:
     storage = LocalStorage(data_dir / "images", signer, settings.base_url, settings.retention_hours * 3600)
     metrics = Metrics()
     models = {
-        m.name: ServedModel(m.name, build_engine(m), m.aliases, settings.max_concurrency) for m in settings.models
+        m.name: ServedModel(m.name, build_engine(m, engine_factories), m.aliases, settings.max_concurrency)
+        for m in settings.models
     }
     policy = ReferencePolicy(
         max_bytes=settings.reference_max_bytes,
         read_timeout=settings.reference_timeout_s,
         allowlist=parse_allowlist(settings.reference_allowlist),
     )
-    service = ImageService(settings, models, storage, RulePlanner(), metrics, policy)
+    planner: Planner = RulePlanner()
+    if settings.planner_url:
+        planner = LLMPlanner(
+            settings.planner_url,
+            settings.planner_model,
+            api_key=settings.planner_api_key or None,
+            timeout=settings.planner_timeout_s,
+        )
+    moderation = Moderation(
+        load_words(settings.moderation_words, settings.moderation_words_file),
+        load_image_check(settings.moderation_image_check),
+    )
+    service = ImageService(settings, models, storage, planner, metrics, policy, moderation)
     state: dict[str, Any] = {"ready": False}
 
     @contextlib.asynccontextmanager
@@ -215,6 +238,7 @@ def create_app(settings: Settings) -> FastAPI:
             for served in models.values():
                 await served.engine.aclose()
             await storage.aclose()
+            await planner.aclose()
 
     app = FastAPI(
         title="seedream-server",

@@ -47,6 +47,26 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("reference_timeout_s", float, 10.0, "Read timeout for fetching one reference URL."),
     Setting("max_concurrency", int, 2, "Images generated at the same time per engine."),
+    Setting(
+        "moderation_words",
+        str,
+        "",
+        "Comma-separated words that refuse a prompt (400 InputTextSensitiveContentDetected).",
+    ),
+    Setting("moderation_words_file", str, "", "File of refused prompt words, one per line."),
+    Setting(
+        "moderation_image_check",
+        str,
+        "",
+        "Per-image check as 'package.module:attribute' (an ImageCheck class or factory); refused outputs "
+        "become OutputImageSensitiveContentDetected items.",
+    ),
+    Setting(
+        "planner_url", str, "", "Base URL of an OpenAI-compatible chat API for the LLM group planner (off if empty)."
+    ),
+    Setting("planner_model", str, "", "Chat model name for the LLM group planner."),
+    Setting("planner_api_key", str, "", "API key for the LLM group planner endpoint."),
+    Setting("planner_timeout_s", float, 10.0, "Timeout of one LLM planner call; on failure the rule planner decides."),
     Setting("log_level", str, "info", "Log level: debug, info, warning, error."),
 )
 
@@ -89,6 +109,13 @@ class Settings:
     reference_allowlist: str = ""
     reference_timeout_s: float = 10.0
     max_concurrency: int = 2
+    moderation_words: str = ""
+    moderation_words_file: str = ""
+    moderation_image_check: str = ""
+    planner_url: str = ""
+    planner_model: str = ""
+    planner_api_key: str = ""
+    planner_timeout_s: float = 10.0
     log_level: str = "info"
     models: tuple[ModelConfig, ...] = field(default_factory=default_models)
 
@@ -176,3 +203,8 @@ def load_settings(
 
 def setting_names() -> list[str]:
     return [f.name for f in fields(Settings) if f.name != "models"]
+
+
+_missing = {s.name for s in SETTINGS} ^ set(setting_names())
+if _missing:  # the table and the dataclass must describe the same settings
+    raise RuntimeError(f"settings table and Settings disagree on: {sorted(_missing)}")

@@ -17,13 +17,15 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import anyio
 from PIL import Image
 
 from . import postprocess
 from .config import Settings
 from .engines.base import Engine, ImageJob, ImageResult, ImageTask
-from .errors import EngineError, InvalidParameter, NotFoundError, SeedreamError
+from .errors import EngineError, InvalidParameter, NotFoundError, SeedreamError, SensitiveContentDetected
 from .metrics import Metrics
+from .moderation import Moderation
 from .planner import Planner
 from .protocol import MAX_IMAGES_PER_REQUEST, GenerationRequest
 from .references import ReferencePolicy, load_references
@@ -120,7 +122,9 @@ class ImageService:
         planner: Planner,
         metrics: Metrics,
         reference_policy: ReferencePolicy,
+        moderation: Moderation | None = None,
     ) -> None:
+        self.moderation = moderation or Moderation()
         self.settings = settings
         self.storage = storage
         self.planner = planner
@@ -164,6 +168,7 @@ class ImageService:
                 f"outputs exceed {MAX_IMAGES_PER_REQUEST}.",
                 param="n",
             )
+        self.moderation.check_prompt(request.prompt)
         limits = SizeLimits(caps.min_pixels, caps.max_pixels, caps.min_ratio, caps.max_ratio)
         resolve_size(request.size, request.prompt, limits)  # reject a bad size before fetching anything
 
@@ -171,6 +176,7 @@ class ImageService:
         started = time.perf_counter()
         references = await load_references(list(request.images) or None, self.reference_policy)
         if references:
+            await self.moderation.check_references((ref.image for ref in references), request.prompt)
             self.metrics.stage_seconds.labels("references").observe(time.perf_counter() - started)
 
         # 3. plan: delivered size, image count, per-image prompts and seeds
@@ -228,6 +234,12 @@ class ImageService:
                     self.metrics.images.labels(served.name, "failed").inc()
                     yield ImageFailed(item.index, error)
                     continue
+                try:
+                    await self.moderation.check_output(item.image, prepared.job.tasks[item.index].prompt)
+                except SensitiveContentDetected as refused:
+                    self.metrics.images.labels(served.name, "failed").inc()
+                    yield ImageFailed(item.index, refused)
+                    continue
                 # 5-6. finish and deliver
                 event = await self._deliver(prepared, item.index, item.image)
                 delivered += 1
@@ -240,8 +252,11 @@ class ImageService:
             status = "cancelled"
             raise
         finally:
+            # the caller may be cancelled (client gone): clean up and account inside a shield, since
+            # any unshielded await here would be cancelled again and skip the accounting
             producer.cancel()
-            await asyncio.gather(producer, return_exceptions=True)
+            with anyio.CancelScope(shield=True):
+                await asyncio.gather(producer, return_exceptions=True)
             self.metrics.inflight.dec()
             elapsed = time.perf_counter() - started
             self.metrics.requests.labels(served.name, status).inc()
