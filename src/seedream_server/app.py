@@ -6,6 +6,7 @@ readiness and metrics. All registries (models, storage, metrics) are built here,
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -34,10 +35,11 @@ from .protocol import (
     ErrorResponse,
     ImageGenerationRequest,
     ImagesResponse,
+    edit_form_to_request,
     to_generation_request,
     translate_validation_error,
 )
-from .references import ReferencePolicy, parse_allowlist
+from .references import ReferencePolicy, parse_allowlist, sniff_format
 from .service import (
     Event,
     ImageDelivered,
@@ -305,6 +307,65 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
             summary="Generate images (text-to-image, references, groups, streaming)",
             name=f"generate{path.replace('/', '_')}",
         )
+
+    async def edit(request: Request) -> Response:
+        """OpenAI ``/v1/images/edits``: multipart files become data-URI references, then as generate."""
+        fields: list[tuple[str, str]] = []
+        images: list[str] = []
+        async with request.form(max_files=policy.max_count + 1, max_fields=64) as form:
+            for key, value in form.multi_items():
+                if isinstance(value, str):
+                    fields.append((key, value))
+                    continue
+                if key == "mask":
+                    raise InvalidParameter("The parameter `mask` is not supported by Seedream models.", param="mask")
+                if key not in {"image", "image[]"}:
+                    raise InvalidParameter(f"Unexpected file field {key!r}; send images as image[].", param=key)
+                data = await value.read(policy.max_bytes + 1)
+                if len(data) > policy.max_bytes:
+                    raise InvalidParameter(f"image[{len(images)}]: larger than {policy.max_bytes} bytes", param="image")
+                encoded = base64.b64encode(data).decode("ascii")
+                images.append(f"data:image/{sniff_format(data)};base64,{encoded}")
+        return await generate(request, edit_form_to_request(fields, images))
+
+    app.add_api_route(
+        "/v1/images/edits",
+        edit,
+        methods=["POST"],
+        response_model=ImagesResponse,
+        responses=ERROR_RESPONSES,
+        summary="OpenAI image edits: multipart image[] files + prompt, mapped onto the same generation",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["model", "prompt", "image[]"],
+                            "properties": {
+                                "image[]": {
+                                    "type": "array",
+                                    "items": {"type": "string", "format": "binary"},
+                                    "description": "Reference images (1..14), any of jpeg, png, webp, bmp, tiff, gif.",
+                                },
+                                "model": {"type": "string"},
+                                "prompt": {"type": "string"},
+                                "n": {"type": "integer"},
+                                "size": {"type": "string"},
+                                "response_format": {"type": "string", "enum": ["url", "b64_json"]},
+                                "output_format": {"type": "string", "enum": ["jpeg", "png", "webp"]},
+                                "watermark": {"type": "boolean"},
+                                "seed": {"type": "integer"},
+                                "sequential_image_generation": {"type": "string", "enum": ["auto", "disabled"]},
+                                "stream": {"type": "boolean"},
+                            },
+                        }
+                    }
+                },
+            }
+        },
+    )
 
     async def list_models() -> dict[str, Any]:
         created = int(time.time())

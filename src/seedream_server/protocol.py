@@ -8,6 +8,7 @@ default" for every optional field (the Ark SDK sends explicit nulls). Unknown fi
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -193,6 +194,64 @@ def to_generation_request(body: ImageGenerationRequest) -> GenerationRequest:
         output_format=body.output_format or "jpeg",
         user=body.user,
     )
+
+
+_FORM_BOOLS = {"watermark", "stream", "optimize_prompt"}
+_FORM_INTS = {"n", "seed"}
+_FORM_FLOATS = {"guidance_scale"}
+_TRUE, _FALSE = {"true", "1"}, {"false", "0"}
+
+
+def _form_value(name: str, raw: str) -> Any:
+    """Typed value of one multipart text field; the error names the field."""
+    try:
+        if name in _FORM_BOOLS:
+            if raw.lower() in _TRUE | _FALSE:
+                return raw.lower() in _TRUE
+            raise ValueError("expected true or false")
+        if name in _FORM_INTS:
+            return int(raw)
+        if name in _FORM_FLOATS:
+            return float(raw)
+        if name in {"sequential_image_generation_options", "optimize_prompt_options"}:
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError("expected a JSON object")
+            return value
+    except ValueError as exc:
+        raise InvalidParameter(
+            f"The parameter `{name}` specified in the request is not valid: {raw!r} ({exc}).", param=name
+        ) from exc
+    return raw
+
+
+def edit_form_to_request(fields: list[tuple[str, str]], images: list[str]) -> ImageGenerationRequest:
+    """Map an OpenAI ``/v1/images/edits`` multipart form onto a generation request.
+
+    ``fields`` are the text fields in order; ``images`` the uploaded files as data URIs. Nested options
+    may come as JSON (``sequential_image_generation_options={"max_images":3}``) or flattened
+    (``sequential_image_generation_options[max_images]=3``).
+    """
+    body: dict[str, Any] = {}
+    for name, raw in fields:
+        if name == "mask":
+            raise InvalidParameter(
+                "The parameter `mask` is not supported: masks are not used by Seedream.", param="mask"
+            )
+        if "[" in name and name.endswith("]"):
+            outer, inner = name[:-1].split("[", 1)
+            target = body.setdefault(outer, {})
+            if isinstance(target, dict):
+                target[inner] = int(raw) if inner == "max_images" and raw.lstrip("-").isdigit() else raw
+            continue
+        body[name] = _form_value(name, raw)
+    if not images:
+        raise MissingParameter("The request failed because it is missing the parameter: image.", param="image")
+    body["image"] = images
+    try:
+        return ImageGenerationRequest.model_validate(body)
+    except ValidationError as exc:
+        raise translate_validation_error(exc) from exc
 
 
 def _param_of(loc: tuple[int | str, ...]) -> str:
