@@ -118,3 +118,11 @@ async def test_edit_group_with_flattened_options(client: httpx.AsyncClient) -> N
     r = await client.post("/v1/images/edits", data=data, files=files)
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["generated_images"] == 2
+
+
+async def test_playground_page(client: httpx.AsyncClient) -> None:
+    r = await client.get("/")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    for needle in ('id="prompt"', 'id="refs"', "/api/v3/images/generations", "stream: true", "[DONE]"):
+        assert needle in r.text

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import importlib.resources
 import json
 import logging
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -397,6 +398,12 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
         return FileResponse(
             path, media_type=CONTENT_TYPES[match.group(2)], headers={"Cache-Control": "private, max-age=3600"}
         )
+
+    playground = (importlib.resources.files("seedream_server") / "assets" / "playground.html").read_text("utf-8")
+
+    @app.get("/", summary="Playground page", response_class=HTMLResponse)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(playground)
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:
