@@ -22,13 +22,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
+from .accounts import NO_KEY, AccountError, Accounts, AccountStore, ApiKey, UsageRecord, resolve_database_url
 from .config import ModelConfig, Settings
 from .engines.base import Engine
 from .engines.preview import PreviewEngine
-from .errors import EngineError, InvalidParameter, NotFoundError, SeedreamError
+from .errors import (
+    AuthenticationError,
+    EngineError,
+    InvalidParameter,
+    NotFoundError,
+    SeedreamError,
+    ServiceUnavailable,
+)
 from .metrics import Metrics
 from .moderation import Moderation, load_image_check, load_words
 from .planner import LLMPlanner, Planner, RulePlanner
@@ -98,6 +107,66 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+API_PREFIXES = ("/v1/", "/api/v3/")  # routes that need an API key (unless --no-auth)
+GENERATION_SUFFIXES = ("/images/generations", "/images/edits")  # routes written to the usage ledger
+OPEN_WHILE_DRAINING = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class AccessMiddleware:
+    """Refuses new requests while the server drains (503) and requires an API key on the API routes (401).
+
+    The key found goes to ``scope['state']['api_key']`` for the routes (model access, limits, ledger).
+    ``/files/...`` links carry their own signature; health, readiness and metrics stay open.
+    """
+
+    def __init__(self, app: ASGIApp, accounts: Accounts, auth: bool, draining: Callable[[], bool]) -> None:
+        self.app = app
+        self.accounts = accounts
+        self.auth = auth
+        self.draining = draining
+
+    async def __call__(
+        self, scope: Scope, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["started"] = time.perf_counter()
+        path = scope["path"]
+        error: SeedreamError | None = None
+        if self.draining() and path not in OPEN_WHILE_DRAINING:
+            error = ServiceUnavailable("The server is shutting down and takes no new requests.", retry_after=5)
+        elif self.auth and path.startswith(API_PREFIXES):
+            try:
+                state["api_key"] = await self.accounts.authenticate(Headers(scope=scope).get("authorization"))
+            except AuthenticationError as exc:
+                error = exc
+            except Exception:
+                log.exception("key store unavailable request_id=%s", state.get("request_id", ""))
+                error = ServiceUnavailable("The API key store is unavailable; retry shortly.", retry_after=5)
+        if error is not None:
+            await _error_response(error, str(state.get("request_id", "")))(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class SettlingEventSourceResponse(EventSourceResponse):
+    """An SSE response that calls ``on_close`` once it is over, however it ended (even never started)."""
+
+    def __init__(self, *args: Any, on_close: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(
+        self, scope: Scope, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]
+    ) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
 EngineFactory = Callable[[ModelConfig], Engine]
 
 
@@ -107,7 +176,12 @@ def build_engine(model: ModelConfig, extra: dict[str, EngineFactory] | None = No
         return extra[model.engine](model)
     if model.engine == "preview":
         return PreviewEngine()
-    known = ", ".join(sorted({"preview", *(extra or {})}))
+    if model.engine == "diffusers":
+        # imported here: torch and diffusers are an optional extra, needed only by a model that asks for them
+        from .engines.diffusers import DiffusersEngine
+
+        return DiffusersEngine.from_config(model)
+    known = ", ".join(sorted({"preview", "diffusers", *(extra or {})}))
     raise ValueError(f"model {model.name!r}: unknown engine {model.engine!r} (available: {known})")
 
 
@@ -154,7 +228,9 @@ async def _collect(service: ImageService, prepared: PreparedJob) -> dict[str, An
 
 
 def _sse(event_type: str, payload: dict[str, Any]) -> ServerSentEvent:
-    return ServerSentEvent(data=json.dumps(payload, ensure_ascii=False, separators=(",", ":")), event=event_type)
+    return ServerSentEvent(
+        data=json.dumps(payload, ensure_ascii=False, separators=(",", ":")), event=event_type, sep="\n"
+    )
 
 
 async def _stream(service: ImageService, prepared: PreparedJob) -> AsyncIterator[ServerSentEvent]:
@@ -176,7 +252,7 @@ async def _stream(service: ImageService, prepared: PreparedJob) -> AsyncIterator
             elif isinstance(event, JobCompleted):
                 kind = "image_generation.completed"
                 yield _sse(kind, {"type": kind, **base, "usage": event.usage.as_dict()})
-        yield ServerSentEvent(data="[DONE]")
+        yield ServerSentEvent(data="[DONE]", sep="\n")
     except SeedreamError as exc:
         yield _sse("error", {"type": "error", **exc.envelope(prepared.request_id)})
     except Exception:
@@ -200,7 +276,9 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
     storage = LocalStorage(data_dir / "images", signer, settings.base_url, settings.retention_hours * 3600)
     metrics = Metrics()
     models = {
-        m.name: ServedModel(m.name, build_engine(m, engine_factories), m.aliases, settings.max_concurrency)
+        m.name: ServedModel(
+            m.name, build_engine(m, engine_factories), m.aliases, settings.max_concurrency, settings.max_queue
+        )
         for m in settings.models
     }
     policy = ReferencePolicy(
@@ -220,12 +298,20 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
         load_words(settings.moderation_words, settings.moderation_words_file),
         load_image_check(settings.moderation_image_check),
     )
-    service = ImageService(settings, models, storage, planner, metrics, policy, moderation)
-    state: dict[str, Any] = {"ready": False}
+    accounts = Accounts(AccountStore(resolve_database_url(data_dir, settings.database_url)))
+    service = ImageService(settings, models, storage, planner, metrics, policy, moderation, accounts=accounts)
+    state: dict[str, Any] = {"ready": False, "draining": False}
+
+    def begin_drain() -> None:
+        """Refuse new requests with 503 from now on (called on SIGTERM, before in-flight work finishes)."""
+        state["draining"] = True  # no logging: this runs inside a signal handler
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # 2. start engines, then the sweeper; stop both on shutdown
+        # 2. open the key store (migrating it), start engines, then the sweeper; stop all on shutdown
+        await accounts.start()
+        if settings.auth:
+            await _first_key(accounts)
         for served in models.values():
             await served.engine.start()
         state["ready"] = True
@@ -236,12 +322,14 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
             yield
         finally:
             state["ready"] = False
+            state["draining"] = True
             sweeper.cancel()
             await asyncio.gather(sweeper, return_exceptions=True)
             for served in models.values():
                 await served.engine.aclose()
             await storage.aclose()
             await planner.aclose()
+            await accounts.aclose()
 
     app = FastAPI(
         title="seedream-server",
@@ -254,16 +342,37 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
     app.state.storage = storage
     app.state.metrics = metrics
     app.state.settings = settings
+    app.state.accounts = accounts
+    app.state.begin_drain = begin_drain
+    app.add_middleware(AccessMiddleware, accounts=accounts, auth=settings.auth, draining=lambda: state["draining"])
     app.add_middleware(RequestIdMiddleware)
+
+    def record_refusal(request: Request, error: SeedreamError, model: Any = None) -> None:
+        """Ledger row for a generation request refused after authentication, before its job ran."""
+        if not request.url.path.endswith(GENERATION_SUFFIXES) or getattr(request.state, "job_started", False):
+            return
+        key: ApiKey | None = getattr(request.state, "api_key", None)
+        if settings.auth and key is None:
+            return
+        name = str(model or getattr(request.state, "model", None) or "-")
+        with contextlib.suppress(NotFoundError):
+            name = service.resolve_model(name).name
+        started = getattr(request.state, "started", None)
+        elapsed_ms = round((time.perf_counter() - started) * 1000) if started is not None else 0
+        key_name = key.name if key is not None else NO_KEY
+        accounts.record(UsageRecord(key_name, name, 0, 0, error.code, elapsed_ms, _request_id(request)))
 
     # 3. one error envelope for everything
     @app.exception_handler(SeedreamError)
     async def seedream_error(request: Request, exc: SeedreamError) -> JSONResponse:
+        record_refusal(request, exc)
         return _error_response(exc, _request_id(request))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error_response(translate_validation_error(exc), _request_id(request))
+        error = translate_validation_error(exc)
+        record_refusal(request, error, exc.body.get("model") if isinstance(exc.body, dict) else None)
+        return _error_response(error, _request_id(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -277,19 +386,27 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error request_id=%s", _request_id(request))
-        return _error_response(
-            SeedreamError("The service encountered an unexpected internal error."), _request_id(request)
-        )
+        error = SeedreamError("The service encountered an unexpected internal error.")
+        record_refusal(request, error)
+        return _error_response(error, _request_id(request))
 
     # 4. routes
     async def generate(request: Request, body: ImageGenerationRequest) -> Response:
         if body.model_extra:
             log.debug("ignoring unknown fields %s", sorted(body.model_extra))
         request_id = _request_id(request)
-        prepared = await service.prepare(to_generation_request(body), request_id)
+        request.state.model = body.model
+        key: ApiKey | None = getattr(request.state, "api_key", None)
+        prepared = await service.prepare(to_generation_request(body), request_id, key=key)
+        request.state.job_started = True  # from here the job settles its queue place, limit and ledger row
         if prepared.request.stream:
-            return EventSourceResponse(_stream(service, prepared), sep="\n", ping=15)
-        return JSONResponse(await _collect(service, prepared))
+            return SettlingEventSourceResponse(
+                _stream(service, prepared), sep="\n", ping=15, on_close=lambda: service.abandon(prepared)
+            )
+        try:
+            return JSONResponse(await _collect(service, prepared))
+        finally:
+            service.abandon(prepared)  # a no-op when the job ran
 
     for path in ("/api/v3/images/generations", "/v1/images/generations"):
         app.add_api_route(
@@ -368,8 +485,9 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
         },
     )
 
-    async def list_models() -> dict[str, Any]:
+    async def list_models(request: Request) -> dict[str, Any]:
         created = int(time.time())
+        key: ApiKey | None = getattr(request.state, "api_key", None)
         return {
             "object": "list",
             "data": [
@@ -384,13 +502,15 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
                     "description": served.engine.capabilities.description,
                 }
                 for served in models.values()
+                if key is None or not key.models or {served.name, *served.aliases} & set(key.models)
             ],
         }
 
     app.add_api_route("/v1/models", list_models, methods=["GET"], summary="Served models")
     app.add_api_route("/api/v3/models", list_models, methods=["GET"], summary="Served models", name="ark_models")
 
-    @app.api_route("/files/{name}", methods=["GET", "HEAD"], summary="A generated image behind a signed link")
+    @app.head("/files/{name}", include_in_schema=False)
+    @app.get("/files/{name}", summary="A generated image behind a signed link")
     async def get_file(name: str, expires: str | None = None, signature: str | None = None) -> FileResponse:
         path = storage.open_path(name, expires, signature)
         match = NAME_PATTERN.match(name)
@@ -411,8 +531,9 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
 
     @app.get("/readyz", summary="Readiness: every engine started")
     async def readyz() -> JSONResponse:
-        ready = bool(state["ready"])
-        body = {"status": "ready" if ready else "starting", "models": sorted(models)}
+        ready = bool(state["ready"]) and not state["draining"]
+        status = "draining" if state["draining"] else "ready" if ready else "starting"
+        body = {"status": status, "models": sorted(models)}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", summary="Prometheus metrics")
@@ -420,6 +541,18 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+async def _first_key(accounts: Accounts) -> None:
+    """First start with auth on and no keys: create one named 'default' and print it, once, on stdout."""
+    if not await asyncio.to_thread(accounts.store.is_empty):
+        return
+    try:
+        _, secret = await asyncio.to_thread(accounts.store.create_key, "default")
+    except AccountError:  # another process sharing the database created it first
+        return
+    print(f"Created API key 'default' (shown once, store it now): {secret}", flush=True)
+    log.warning("no API keys existed: created the key 'default' and printed it once on stdout (it is not logged)")
 
 
 async def _sweep_forever(storage: LocalStorage, interval: float) -> None:

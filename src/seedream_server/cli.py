@@ -1,17 +1,27 @@
-"""The ``seedream`` command: a thin shell over the app. ``serve`` options come from the settings table."""
+"""The ``seedream`` command: a thin shell over the app. ``serve`` options come from the settings table;
+``keys`` and ``usage`` work on the key store and ledger of ``accounts.py``.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import __version__
 from .config import SETTINGS, Setting, load_settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .accounts import AccountStore
 
 
 def _option(setting: Setting) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -62,7 +72,26 @@ def serve(config_file: str | None, **overrides: Any) -> None:
         log.info("serving model %s on engine %s%s%s", model.name, model.engine, aliases, note)
     app = create_app(settings)
     log.info("listening on http://%s:%d (links: %s)", settings.host, settings.port, settings.base_url)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+    # graceful shutdown: on SIGTERM the app refuses new requests (503) while uvicorn stops accepting
+    # connections and lets in-flight requests, streams included, finish for up to shutdown_timeout_s
+    from sse_starlette.sse import AppStatus
+
+    AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            app.state.begin_drain()
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
+    )
+    DrainingServer(config).run()
 
 
 @main.command()
@@ -72,6 +101,145 @@ def models(config_file: str | None, **overrides: Any) -> None:
     settings = load_settings(config_file, overrides)
     for model in settings.models:
         click.echo(json.dumps({"id": model.name, "engine": model.engine, "aliases": list(model.aliases)}))
+
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def _store_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for name in ("database_url", "data_dir"):
+        func = _option(_BY_NAME[name])(func)
+    return click.option(
+        "--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="TOML config file."
+    )(func)
+
+
+def _open_store(config_file: str | None, overrides: dict[str, Any]) -> AccountStore:
+    from .accounts import AccountStore
+
+    settings = load_settings(config_file, overrides)
+    try:
+        return AccountStore.open(settings.data_dir, settings.database_url)
+    except Exception as exc:
+        raise click.ClickException(f"cannot open the key store: {exc}") from exc
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else "-"
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys: create (printed once), list (never shows keys), revoke."""
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="Unique name of the key (shown in listings and the usage ledger).")
+@click.option("--ipm", type=click.IntRange(min=1), default=500, show_default=True, help="Images per minute.")
+@click.option("--models", default="", help="Comma-separated model names or aliases the key may use [default: all].")
+@_store_options
+def keys_create(name: str, ipm: int, models: str, config_file: str | None, **overrides: Any) -> None:
+    """Create a key and print it as the last line of stdout. Only its hash is stored."""
+    from .accounts import AccountError
+
+    store = _open_store(config_file, overrides)
+    try:
+        key, secret = store.create_key(name, ipm=ipm, models=models.split(","))
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        store.close()
+    listed = ", ".join(key.models) or "all"
+    click.echo(f"Created API key {key.name!r} (images per minute: {key.ipm}; models: {listed}).", err=True)
+    click.echo("It is shown once, on the next line of stdout: store it now.", err=True)
+    click.echo(secret)
+
+
+@keys.command("list")
+@_store_options
+def keys_list(config_file: str | None, **overrides: Any) -> None:
+    """List keys: name, prefix, limit, models, created, revoked (never the keys themselves)."""
+    from rich.table import Table
+
+    store = _open_store(config_file, overrides)
+    try:
+        rows = store.list_keys()
+    finally:
+        store.close()
+    table = Table("name", "prefix", "ipm", "models", "created", "revoked")
+    for key in rows:
+        models = ", ".join(key.models) or "all"
+        table.add_row(key.name, key.prefix + "…", str(key.ipm), models, _when(key.created_at), _when(key.revoked_at))
+    _console().print(table if rows else "No API keys.")
+
+
+@keys.command("revoke")
+@click.argument("name")
+@_store_options
+def keys_revoke(name: str, config_file: str | None, **overrides: Any) -> None:
+    """Revoke the key NAME: its requests get 401 from then on."""
+    from .accounts import AccountError
+
+    store = _open_store(config_file, overrides)
+    try:
+        key = store.revoke_key(name)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        store.close()
+    click.echo(f"Revoked API key {key.name!r} ({key.prefix}…).")
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(value: str, now: datetime | None = None) -> datetime:
+    """``1h``, ``24h``, ``7d`` (ago), or an ISO date/time (UTC unless it carries an offset)."""
+    now = now or datetime.now(UTC)
+    match = _DURATION.match(value.strip().lower())
+    if match:
+        return now - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: expected a duration (30m, 1h, 24h, 7d) or a date (2026-11-01)") from exc
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+
+
+@main.command()
+@click.option("--since", help="Only requests since: a duration ago (1h, 24h, 7d) or a date/time (2026-11-01), UTC.")
+@click.option("--key", "key_name", help="Only this key's requests ('-' for requests made with --no-auth).")
+@_store_options
+def usage(since: str | None, key_name: str | None, config_file: str | None, **overrides: Any) -> None:
+    """Summarise the usage ledger per key and model: requests, images, tokens, errors."""
+    from rich.table import Table
+
+    start = parse_since(since) if since else None
+    store = _open_store(config_file, overrides)
+    try:
+        rows = store.usage_summary(start, key_name)
+    finally:
+        store.close()
+    title = f"Usage since {_when(start)}" if start else "Usage (all time)"
+    if not rows:
+        _console().print(f"{title}: no requests recorded.")
+        return
+    table = Table("key", "model", "requests", "images", "tokens", "errors", "cancelled", title=title)
+    for row in rows:
+        numbers = (row.requests, row.images, row.tokens, row.errors, row.cancelled)
+        table.add_row(row.key_name, row.model, *(f"{n:,}" for n in numbers))
+    if len(rows) > 1:
+        totals = [sum(getattr(r, f) for r in rows) for f in ("requests", "images", "tokens", "errors", "cancelled")]
+        table.add_section()
+        table.add_row("total", "", *(f"{n:,}" for n in totals))
+    _console().print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover

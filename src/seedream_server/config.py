@@ -29,7 +29,7 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "127.0.0.1", "Address to listen on."),
     Setting("port", int, 8000, "Port to listen on."),
-    Setting("data_dir", str, "./data", "Directory for images, the signing secret and (later) the database."),
+    Setting("data_dir", str, "./data", "Directory for images, the signing secret and the SQLite database."),
     Setting("public_url", str, "", "Base URL of returned image links (behind a proxy); default http://HOST:PORT."),
     Setting("auth", bool, True, "Require API keys. Turn off with --no-auth (a warning is logged).", "--auth/--no-auth"),
     Setting("retention_hours", float, 24.0, "How long generated images and their links stay valid."),
@@ -47,6 +47,25 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("reference_timeout_s", float, 10.0, "Read timeout for fetching one reference URL."),
     Setting("max_concurrency", int, 2, "Images generated at the same time per engine."),
+    Setting(
+        "max_queue",
+        int,
+        16,
+        "Requests that may wait for a free engine slot, per model; past it new ones get 429 ServerOverloaded.",
+    ),
+    Setting(
+        "shutdown_timeout_s",
+        float,
+        30.0,
+        "On SIGTERM, how long in-flight requests may take to finish before they are cancelled.",
+    ),
+    Setting(
+        "database_url",
+        str,
+        "",
+        "Database for API keys and the usage ledger (SQLAlchemy URL, e.g. postgresql://user:pass@host/db); "
+        "default: the SQLite file DATA_DIR/seedream.db.",
+    ),
     Setting(
         "moderation_words",
         str,
@@ -109,6 +128,9 @@ class Settings:
     reference_allowlist: str = ""
     reference_timeout_s: float = 10.0
     max_concurrency: int = 2
+    max_queue: int = 16
+    shutdown_timeout_s: float = 30.0
+    database_url: str = ""
     moderation_words: str = ""
     moderation_words_file: str = ""
     moderation_image_check: str = ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -21,9 +22,18 @@ import anyio
 from PIL import Image
 
 from . import postprocess
+from .accounts import NO_KEY, Accounts, ApiKey, Reservation, UsageRecord
 from .config import Settings
 from .engines.base import Engine, ImageJob, ImageResult, ImageTask
-from .errors import EngineError, InvalidParameter, NotFoundError, SeedreamError, SensitiveContentDetected
+from .errors import (
+    AccessDenied,
+    EngineError,
+    InvalidParameter,
+    NotFoundError,
+    SeedreamError,
+    SensitiveContentDetected,
+    ServerOverloaded,
+)
 from .metrics import Metrics
 from .moderation import Moderation
 from .planner import Planner
@@ -45,10 +55,45 @@ class ServedModel:
     engine: Engine
     aliases: tuple[str, ...] = ()
     max_concurrency: int = 2
+    max_queue: int = 16
     slots: asyncio.Semaphore = field(init=False)
+    admitted: int = field(init=False, default=0)  # jobs running or waiting for a slot
+    mean_seconds: float = field(init=False, default=1.0)  # moving average of job durations
 
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.max_concurrency)
+
+    def check_capacity(self) -> None:
+        """429 now when the queue is full, before a request spends work (references, planning) on itself."""
+        if self.admitted >= self.max_concurrency + self.max_queue:
+            waiting = self.admitted - self.max_concurrency
+            retry = math.ceil(self.mean_seconds * (waiting + 1) / max(1, self.max_concurrency))
+            raise ServerOverloaded(
+                f"The model {self.name} is at capacity ({self.max_concurrency} running, {waiting} waiting); "
+                "retry later.",
+                retry_after=min(60, max(1, retry)),
+            )
+
+    def admit(self) -> None:
+        """Take a place among the running and waiting jobs, or 429 when ``max_queue`` already wait."""
+        self.check_capacity()
+        self.admitted += 1
+
+    def leave(self, seconds: float | None = None) -> None:
+        self.admitted = max(0, self.admitted - 1)
+        if seconds is not None:
+            self.mean_seconds = 0.8 * self.mean_seconds + 0.2 * seconds
+
+
+@dataclass
+class JobTicket:
+    """What a prepared job holds until it ends: its queue place, its images-per-minute reservation."""
+
+    key_name: str = NO_KEY
+    started: float = field(default_factory=time.perf_counter)  # when prepare began: the ledger's duration
+    reservation: Reservation | None = None
+    admitted: bool = False
+    settled: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,6 +106,7 @@ class PreparedJob:
     job: ImageJob
     created: int
     plan_reason: str
+    ticket: JobTicket | None = None
 
 
 @dataclass(frozen=True)
@@ -123,8 +169,10 @@ class ImageService:
         metrics: Metrics,
         reference_policy: ReferencePolicy,
         moderation: Moderation | None = None,
+        accounts: Accounts | None = None,
     ) -> None:
         self.moderation = moderation or Moderation()
+        self.accounts = accounts
         self.settings = settings
         self.storage = storage
         self.planner = planner
@@ -145,10 +193,18 @@ class ImageService:
             )
         return served
 
-    async def prepare(self, request: GenerationRequest, request_id: str) -> PreparedJob:
-        """Steps 1-3: everything that can fail with a 400 before any image is made."""
+    async def prepare(self, request: GenerationRequest, request_id: str, key: ApiKey | None = None) -> PreparedJob:
+        """Steps 1-3: everything that can fail with a 400 before any image is made.
+
+        With a ``key``, also its model list (403) and images-per-minute limit (429); every job takes a
+        place in the model's bounded queue (429 ``ServerOverloaded`` when full), released when it ends.
+        """
         # 1. validate what depends on settings and on the model
+        prepare_started = time.perf_counter()
         served = self.resolve_model(request.model)
+        if key is not None:
+            self.check_access(key, served)
+        served.check_capacity()
         caps = served.engine.capabilities
         if len(request.prompt) > self.settings.max_prompt_chars:
             raise InvalidParameter(
@@ -204,7 +260,58 @@ class ImageService:
             base_prompt=request.prompt,
         )
         self.metrics.stage_seconds.labels("plan").observe(time.perf_counter() - started)
-        return PreparedJob(request, request_id, served, job, int(time.time()), reason)
+
+        # 7a. account up front: reserve the planned images against the key, take a place in the queue
+        ticket = JobTicket(key_name=key.name if key is not None else NO_KEY, started=prepare_started)
+        if key is not None and self.accounts is not None:
+            ticket.reservation = self.accounts.reserve(key, len(tasks))
+        try:
+            served.admit()
+        except ServerOverloaded:
+            if ticket.reservation is not None:
+                ticket.reservation.settle(0)
+            raise
+        ticket.admitted = True
+        return PreparedJob(request, request_id, served, job, int(time.time()), reason, ticket)
+
+    def check_access(self, key: ApiKey, served: ServedModel) -> None:
+        """403 unless the key's model list (names or aliases) is empty or names this model."""
+        if not key.models:
+            return
+        allowed = {self._lookup[m].name for m in key.models if m in self._lookup}
+        if served.name not in allowed:
+            raise AccessDenied(
+                f"The API key {key.name!r} is not allowed to use the model {served.name}.", param="model"
+            )
+
+    def abandon(self, prepared: PreparedJob) -> None:
+        """Release a prepared job that never ran (or make sure one that ran was settled): idempotent."""
+        self._settle(prepared, 0, 0, "cancelled", 0.0, ran=False)
+
+    def _settle(
+        self, prepared: PreparedJob, delivered: int, tokens: int, status: str, elapsed: float, ran: bool = True
+    ) -> None:
+        """Step 7: free the queue place, keep the delivered images in the key's window, write the ledger."""
+        ticket = prepared.ticket
+        if ticket is None or ticket.settled:
+            return
+        ticket.settled = True
+        if ticket.admitted:
+            prepared.served.leave(elapsed if ran else None)
+        if ticket.reservation is not None:
+            ticket.reservation.settle(delivered)
+        if self.accounts is not None:
+            self.accounts.record(
+                UsageRecord(
+                    key_name=ticket.key_name,
+                    model=prepared.served.name,
+                    images=delivered,
+                    tokens=tokens,
+                    status=status,
+                    duration_ms=round((time.perf_counter() - ticket.started) * 1000),
+                    request_id=prepared.request_id,
+                )
+            )
 
     async def run(self, prepared: PreparedJob) -> AsyncIterator[Event]:
         """Steps 4-7: generate, finish, deliver, account; one event per image, then a final event."""
@@ -212,6 +319,7 @@ class ImageService:
         delivered = tokens = 0
         started = time.perf_counter()
         status = "ok"
+        first_failure = ""  # the ledger's status when every image of the job failed
         queue: asyncio.Queue[ImageResult | BaseException | None] = asyncio.Queue(maxsize=1)
         producer = asyncio.create_task(self._produce(prepared, queue))
         self.metrics.inflight.inc()
@@ -231,12 +339,14 @@ class ImageService:
                 if item.error is not None or item.image is None:
                     # 4a. a per-image refusal lets the group go on
                     error = item.error or EngineError("The engine returned no image.")
+                    first_failure = first_failure or error.code
                     self.metrics.images.labels(served.name, "failed").inc()
                     yield ImageFailed(item.index, error)
                     continue
                 try:
                     await self.moderation.check_output(item.image, prepared.job.tasks[item.index].prompt)
                 except SensitiveContentDetected as refused:
+                    first_failure = first_failure or refused.code
                     self.metrics.images.labels(served.name, "failed").inc()
                     yield ImageFailed(item.index, refused)
                     continue
@@ -271,6 +381,9 @@ class ImageService:
                 elapsed * 1000,
                 request.user or "-",
             )
+            if status == "ok" and delivered == 0 and first_failure:
+                status = first_failure
+            self._settle(prepared, delivered, tokens, status, elapsed)
 
     async def _produce(self, prepared: PreparedJob, queue: asyncio.Queue[ImageResult | BaseException | None]) -> None:
         """Step 4: run the engine in a slot, handing results over one at a time."""

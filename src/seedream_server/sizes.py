@@ -27,9 +27,20 @@ DEFAULT_SIZE = "2048x2048"
 
 _RATIO_VALUES = {name: int(name.split(":")[0]) / int(name.split(":")[1]) for name in PRESETS}
 
-_EXPLICIT = re.compile(r"^([1-9][0-9]{0,5})x([1-9][0-9]{0,5})$")
-# "16:9", "16：9", "16比9" — two small integers, not part of a longer number or a time like 10:30:00
-_RATIO_IN_PROMPT = re.compile(r"(?<![\d.:：])(\d{1,2})\s*(?:[:：]|比)\s*(\d{1,2})(?![\d.:：])")
+
+def _reduced(width: int, height: int) -> tuple[int, int]:
+    g = math.gcd(width, height)
+    return width // g, height // g
+
+
+# table ratios by their lowest terms: "21:9" is 7:3, so "21:9" and "14:6" in a prompt both find it
+_BY_REDUCED = {_reduced(*(int(x) for x in name.split(":"))): name for name in PRESETS}
+
+# \Z, not $: "$" would also match before a trailing newline ("2048x2048\n")
+_EXPLICIT = re.compile(r"^([1-9][0-9]{0,5})x([1-9][0-9]{0,5})\Z")
+# "16:9", "16：9", "16比9" — two small integers without leading zeros, not part of a longer number or a
+# time like 10:30:00 or 16:09
+_RATIO_IN_PROMPT = re.compile(r"(?<![\d.:：])([1-9]\d?)\s*(?:[:：]|比)\s*([1-9]\d?)(?![\d.:：])")
 # order matters: the first matching group wins
 _ORIENTATION_WORDS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("21:9", re.compile(r"超宽屏|宽银幕|电影宽幅|\bultra[- ]?wide\b|\bcinemascope\b", re.I)),
@@ -43,7 +54,7 @@ _ORIENTATION_WORDS: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(r"横屏|宽屏|\bwidescreen\b|\blandscape (?:orientation|format|mode)\b|\bdesktop wallpaper\b", re.I),
     ),
     ("4:3", re.compile(r"横版|横图|横幅|横构图|\blandscape[- ]oriented\b", re.I)),
-    ("1:1", re.compile(r"正方形|方形|方图|\bsquare (?:format|image|picture|aspect|composition)\b", re.I)),
+    ("1:1", re.compile(r"正方形|(?<!长)方形|方图|\bsquare (?:format|image|picture|aspect|composition)\b", re.I)),
 )
 
 
@@ -60,12 +71,8 @@ class SizeLimits:
 def ratio_from_prompt(prompt: str) -> str | None:
     """The table ratio named in the prompt ("16:9", "竖屏", "widescreen", ...), or None."""
     for match in _RATIO_IN_PROMPT.finditer(prompt):
-        w, h = int(match.group(1)), int(match.group(2))
-        if w == 0 or h == 0:
-            continue
-        g = math.gcd(w, h)
-        name = f"{w // g}:{h // g}"
-        if name in PRESETS:
+        name = _BY_REDUCED.get(_reduced(int(match.group(1)), int(match.group(2))))
+        if name is not None:
             return name
     for name, pattern in _ORIENTATION_WORDS:
         if pattern.search(prompt):

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 #: image names are ``<32 hex>_<index>.<ext>``: nothing else is ever read or written
-NAME_PATTERN = re.compile(r"^([0-9a-f]{32}_[0-9]{1,2})\.(jpeg|png|webp)$")
+NAME_PATTERN = re.compile(r"^([0-9a-f]{32}_[0-9]{1,2})\.(jpeg|png|webp)\Z")
 
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 

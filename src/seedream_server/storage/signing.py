@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 from pathlib import Path
 
 from ..errors import AccessDenied
+
+_EXPIRES = re.compile(r"[1-9][0-9]{0,11}")
 
 
 def load_or_create_secret(data_dir: Path, configured: str = "") -> bytes:
@@ -42,7 +45,8 @@ class UrlSigner:
 
     def verify(self, name: str, expires: str | None, signature: str | None, now: float | None = None) -> None:
         """Raise ``AccessDenied`` unless the signature matches and the link has not expired."""
-        if not expires or not signature or not expires.isdigit() or len(expires) > 12:
+        # canonical ASCII digits only: "²".isdigit() is true (int() then fails) and "0123" would alias "123"
+        if not expires or not signature or not _EXPIRES.fullmatch(expires):
             raise AccessDenied("The file link is missing a valid expires or signature parameter.")
         expected = self.signature(name, int(expires))
         if not hmac.compare_digest(expected, signature):

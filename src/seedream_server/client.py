@@ -1,0 +1,127 @@
+"""The ``seedream generate`` client: streams a request and saves each image as it arrives.
+
+It talks to a running server over HTTP, or — with no server URL — to an in-process app on the
+same code path (ASGI transport), so the command works on a laptop with nothing else running.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .references import sniff_format
+
+
+@dataclass
+class GenerateOptions:
+    prompt: str
+    model: str
+    references: list[str] = field(default_factory=list)
+    size: str = "2K"
+    max_images: int | None = None
+    seed: int = -1
+    watermark: bool = True
+    out_dir: Path = Path(".")
+    server: str | None = None
+    api_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Saved:
+    index: int
+    path: Path | None
+    size: str | None
+    error: str | None = None
+
+
+def reference_value(ref: str) -> str:
+    """URLs and data URIs pass through; a local file becomes a data URI with its sniffed format."""
+    if ref.startswith(("http://", "https://", "data:")):
+        return ref
+    data = Path(ref).read_bytes()
+    return f"data:image/{sniff_format(data)};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def request_body(options: GenerateOptions) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": options.model,
+        "prompt": options.prompt,
+        "size": options.size,
+        "seed": options.seed,
+        "watermark": options.watermark,
+        "response_format": "b64_json",
+        "stream": True,
+        "sequential_image_generation": "auto" if options.max_images != 1 else "disabled",
+    }
+    if options.max_images:
+        body["sequential_image_generation_options"] = {"max_images": options.max_images}
+    if options.references:
+        body["image"] = [reference_value(r) for r in options.references]
+    return body
+
+
+async def _events(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async with client.stream("POST", path, json=body) as response:
+        if response.status_code != 200:
+            await response.aread()
+            try:
+                error = response.json()["error"]
+                message = f"{error['code']}: {error['message']}"
+            except (ValueError, KeyError, TypeError):
+                message = response.text
+            raise RuntimeError(f"HTTP {response.status_code} {message}")
+        async for line in response.aiter_lines():
+            if line.startswith("data:"):
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                yield json.loads(data)
+
+
+@contextlib.asynccontextmanager
+async def _client(options: GenerateOptions) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
+    if options.server:
+        async with httpx.AsyncClient(base_url=options.server.rstrip("/"), headers=headers, timeout=600) as c:
+            yield c
+        return
+    from .app import create_app
+    from .config import load_settings
+
+    with tempfile.TemporaryDirectory(prefix="seedream-") as tmp:
+        app = create_app(load_settings(overrides={"data_dir": tmp, "auth": False}))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://in-process", timeout=600) as c:
+                yield c
+
+
+async def generate(options: GenerateOptions, on_event: Callable[[Saved], None] | None = None) -> list[Saved]:
+    """Stream the request; save each image to ``out_dir/<index>.jpeg`` as soon as its event arrives."""
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    saved: list[Saved] = []
+    async with _client(options) as client:
+        async for event in _events(client, "/api/v3/images/generations", request_body(options)):
+            kind = event.get("type")
+            if kind == "image_generation.partial_succeeded":
+                path = options.out_dir / f"{event['image_index']}.jpeg"
+                path.write_bytes(base64.b64decode(event["b64_json"]))
+                item = Saved(event["image_index"], path, event.get("size"))
+            elif kind == "image_generation.partial_failed":
+                item = Saved(event["image_index"], None, None, event["error"]["code"])
+            elif "error" in event:
+                raise RuntimeError(f"{event['error']['code']}: {event['error']['message']}")
+            else:
+                continue
+            saved.append(item)
+            if on_event is not None:
+                on_event(item)
+    return saved

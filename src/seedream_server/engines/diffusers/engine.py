@@ -1,0 +1,266 @@
+"""``DiffusersEngine``: one configured diffusers model behind the :class:`~..base.Engine` ABC.
+
+Life of a job:
+
+1. plan - the generation size is the model's native pixel budget at the delivered aspect ratio (sides
+   rounded to the model's multiple; the service resizes to the delivered size); steps and guidance come
+   from the request (``fast``, ``guidance_scale``), the options, then the family's defaults.
+2. submit - each image is a :class:`~.worker.WorkItem` on the device's worker thread, seeded with its
+   task's seed. Independent images go ahead (up to ``max_batch_size`` at a time, so that the worker can
+   batch them, with each other and with other jobs); in a group on a multi-reference family each image
+   waits for the previous one, which joins its references (``group_feed_forward``).
+3. yield - results in index order, each as soon as it is ready.
+4. close - when the consumer goes away (client disconnect, shutdown) every item still queued or running
+   is cancelled; a running call stops at its next denoising step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from ...config import ModelConfig
+from ...errors import EngineError, SeedreamError, ServiceUnavailable
+from ..base import Engine, EngineCapabilities, ImageJob, ImageResult, ImageTask
+from .families import ModelInfo, ModelSetupError, detect, group_references, native_size
+from .options import DiffusersOptions
+from .pipelines import PipelineRunner, require_stack, resolve_device, resolve_source
+from .worker import DeviceWorker, EngineStats, Interrupted, WorkItem, acquire_worker, release_worker
+
+log = logging.getLogger("seedream_server.engines.diffusers")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One finished denoising step of one image (reported from the worker thread)."""
+
+    model: str
+    request_id: str
+    index: int
+    step: int
+    total: int
+
+
+ProgressHook = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    width: int
+    height: int
+    steps: int
+    guidance: float
+
+
+class DiffusersEngine(Engine):
+    """Serves one diffusers model directory (or cached hub id) on one device."""
+
+    kind = "diffusers"
+
+    def __init__(self, name: str, options: DiffusersOptions) -> None:
+        require_stack()
+        self.name = name
+        self.options = options
+        #: counters of pipeline calls, images, steps, interruptions (metric-friendly plain ints)
+        self.stats = EngineStats()
+        #: called from the worker thread after every denoising step of every image; keep hooks quick
+        self.progress_hooks: list[ProgressHook] = []
+        self._info: ModelInfo | None = None
+        self._runner: PipelineRunner | None = None
+        self._worker: DeviceWorker | None = None
+        self._inflight: set[WorkItem] = set()
+        local = Path(options.source).expanduser()
+        if local.is_dir():
+            self._info = detect(local, options.source)  # fail fast on a directory that is not a model
+            self._check_limits(self._info)
+        elif options.source.startswith((".", "/", "~")) or options.source.count("/") != 1:
+            raise ModelSetupError(f"model {name!r}: model directory {options.source!r} does not exist")
+
+    @classmethod
+    def from_config(cls, model: ModelConfig) -> DiffusersEngine:
+        return cls(model.name, DiffusersOptions.parse(model.name, model.options))
+
+    def _check_limits(self, info: ModelInfo) -> None:
+        wanted = self.options.max_references
+        if wanted is not None and wanted > info.family.max_references:
+            raise ModelSetupError(
+                f"model {self.name!r}: max_references = {wanted}, but {info.family.description} takes at most "
+                f"{info.family.max_references}"
+            )
+
+    # -- Engine ----------------------------------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        info = self._info
+        if info is None:  # a hub id before start(): nothing is known yet
+            return EngineCapabilities(max_references=0, description=f"diffusers model {self.options.source} (loading)")
+        limit = info.family.max_references
+        if self.options.max_references is not None:
+            limit = min(limit, self.options.max_references)
+        return EngineCapabilities(
+            max_references=limit,
+            description=f"{info.family.description} ({info.pipeline_class}) via diffusers: {self.options.source}",
+        )
+
+    @property
+    def info(self) -> ModelInfo | None:
+        """The detected family and defaults (``None`` for a hub id until :meth:`start`)."""
+        return self._info
+
+    @property
+    def device(self) -> str | None:
+        return self._worker.device if self._worker is not None else None
+
+    async def start(self) -> None:
+        """Resolve the source, pick the device, and load the pipeline on the device's worker thread."""
+        started = time.perf_counter()
+        model_dir = await asyncio.to_thread(resolve_source, self.options)
+        info = await asyncio.to_thread(detect, model_dir, self.options.source)
+        self._check_limits(info)
+        device = await asyncio.to_thread(resolve_device, self.options.device)
+        worker = acquire_worker(device)
+        try:
+            runner = await worker.call(
+                lambda: PipelineRunner.load(self.name, model_dir, info, self.options, device, self.stats)
+            )
+        except BaseException:
+            await self._release(worker)
+            raise
+        runner.on_step = self._on_step
+        self._info, self._runner, self._worker = info, runner, worker
+        log.info("model %s ready on %s in %.1f s", self.name, device, time.perf_counter() - started)
+
+    async def aclose(self) -> None:
+        """Stop this model's work (running calls stop at their next step) and give the device back."""
+        runner, worker = self._runner, self._worker
+        self._runner = self._worker = None
+        for item in list(self._inflight):
+            item.cancel()
+        if runner is None or worker is None:
+            return
+        runner.closing = True
+        with contextlib.suppress(RuntimeError):  # the worker already closed
+            await worker.call(runner.unload)
+        await self._release(worker)
+
+    @staticmethod
+    async def _release(worker: DeviceWorker) -> None:
+        if release_worker(worker):
+            await asyncio.to_thread(worker.join, 30)
+
+    def generation_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size this model draws for a delivered ``width`` x ``height``: its native pixel budget at that
+        aspect ratio, sides rounded to its size multiple."""
+        runner, info = self._runner, self._info
+        if runner is None or info is None:
+            raise ServiceUnavailable(f"The model {self.name} is not loaded.")
+        pixels = self.options.native_pixels or info.native_pixels
+        return native_size(width, height, pixels, runner.size_multiple)
+
+    def plan(self, job: ImageJob) -> _Plan:
+        """Generation size, steps and guidance of ``job`` (see the module docstring)."""
+        runner = self._runner
+        info = self._info
+        if runner is None or info is None:
+            raise ServiceUnavailable(f"The model {self.name} is not loaded.")
+        options = self.options
+        width, height = self.generation_size(job.width, job.height)
+        steps = options.steps or info.steps
+        if job.fast:
+            steps = options.fast_steps or max(1, steps // 2)
+        guidance = job.guidance_scale
+        if guidance is None:
+            guidance = options.guidance_scale if options.guidance_scale is not None else info.guidance_scale
+        return _Plan(width, height, steps, float(guidance))
+
+    async def generate(self, job: ImageJob) -> AsyncIterator[ImageResult]:
+        plan = self.plan(job)
+        runner, worker = self._runner, self._worker
+        assert runner is not None and worker is not None
+        limit = self.capabilities.max_references
+        user_refs = list(job.references)
+        feed = self.options.group_feed_forward and job.group and limit > 1
+        ahead = 1 if feed else max(1, self.options.max_batch_size)
+        tasks = iter(job.tasks)
+        inflight: deque[WorkItem] = deque()
+        outputs: list[Image.Image] = []
+        info = {
+            "engine": self.kind,
+            "family": runner.family.name,
+            "generated_size": f"{plan.width}x{plan.height}",
+            "steps": str(plan.steps),
+        }
+        try:
+            while True:
+                # 1. keep up to `ahead` images queued so the worker can batch them
+                while len(inflight) < ahead and (task := next(tasks, None)) is not None:
+                    refs = group_references(user_refs, outputs, limit) if feed else user_refs
+                    inflight.append(self._submit(worker, runner, job, task, plan, refs))
+                if not inflight:
+                    return
+                # 2. the oldest image, as soon as it is ready
+                item = inflight[0]
+                try:
+                    image = await item.future
+                except Interrupted as exc:
+                    raise EngineError(f"Generation stopped: the model {self.name} is shutting down.") from exc
+                except SeedreamError:
+                    raise
+                except Exception as exc:
+                    log.error(
+                        "model %s failed on request_id=%s image %d", self.name, job.request_id, item.index, exc_info=exc
+                    )
+                    raise EngineError(f"The model {self.name} failed while generating image {item.index}.") from exc
+                inflight.popleft()
+                self._inflight.discard(item)
+                outputs.append(image)
+                yield ImageResult(index=item.index, image=image, info=info)
+        finally:
+            # 3. the consumer is gone (or we failed): nothing queued or running for this job may go on
+            for pending in inflight:
+                pending.cancel()
+                self._inflight.discard(pending)
+
+    def _submit(
+        self,
+        worker: DeviceWorker,
+        runner: PipelineRunner,
+        job: ImageJob,
+        task: ImageTask,
+        plan: _Plan,
+        references: list[Image.Image],
+    ) -> WorkItem:
+        loop = asyncio.get_running_loop()
+        item = WorkItem(
+            runner=runner,
+            request_id=job.request_id,
+            index=task.index,
+            prompt=task.prompt,
+            seed=task.seed,
+            width=plan.width,
+            height=plan.height,
+            steps=plan.steps,
+            guidance=plan.guidance,
+            references=tuple(references),
+            loop=loop,
+            future=loop.create_future(),
+        )
+        self._inflight.add(item)
+        worker.submit(item)
+        return item
+
+    def _on_step(self, item: WorkItem, step: int, total: int) -> None:
+        log.debug("model %s request_id=%s image=%d step %d/%d", self.name, item.request_id, item.index, step, total)
+        if self.progress_hooks:
+            progress = Progress(self.name, item.request_id, item.index, step, total)
+            for hook in self.progress_hooks:
+                hook(progress)

@@ -1,0 +1,326 @@
+"""Loading a diffusers model onto a device and calling it: everything that touches torch lives here.
+
+:class:`PipelineRunner` is built on the device's worker thread (:meth:`PipelineRunner.load`) and only
+ever called there (:meth:`PipelineRunner.run`). It maps a batch of work items onto one pipeline call
+for the model's family: a prompt list with one seeded generator per image for text-to-image, the
+img2img pipeline (``AutoPipelineForImage2Image.from_pipe``, sharing the weights) for one reference on
+SD/SDXL/FLUX.1/Qwen-Image, the edit image for Kontext/Qwen-Image-Edit, and the reference list for
+FLUX.2 and Qwen-Image-Edit Plus. The step callback counts progress and raises
+:class:`~.worker.Interrupted` when the call should stop.
+
+torch, diffusers and transformers are imported at run time through :func:`stack` (typed ``Any``): the
+server imports and starts without them, and the engine says how to install them when it is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageOps
+
+from .families import Family, ModelInfo, ModelSetupError
+from .options import DiffusersOptions
+from .worker import EngineStats, Interrupted, WorkItem
+
+log = logging.getLogger("seedream_server.engines.diffusers")
+
+INSTALL_HINT = "pip install 'seedream-server[diffusers]'"
+_STACK = ("torch", "diffusers", "transformers")
+
+
+def missing_stack() -> list[str]:
+    """The modules of the diffusers extra that are not installed (cheap: nothing is imported)."""
+    return [name for name in _STACK if importlib.util.find_spec(name) is None]
+
+
+def require_stack() -> None:
+    missing = missing_stack()
+    if missing:
+        raise ModelSetupError(
+            f"the diffusers engine needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+            f"not installed: {INSTALL_HINT}"
+        )
+
+
+@cache
+def stack(name: str) -> Any:
+    """Import one module of the diffusers stack (``torch``, ``diffusers``, ``transformers``)."""
+    require_stack()
+    return importlib.import_module(name)
+
+
+def resolve_device(requested: str | None) -> str:
+    """The device to run on: as configured, else cuda, then mps, then cpu."""
+    torch = stack("torch")
+    if requested:
+        kind = requested.split(":")[0]
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ModelSetupError(f"device {requested!r} was asked for, but torch sees no CUDA device")
+        if kind == "mps" and not torch.backends.mps.is_available():
+            raise ModelSetupError(f"device {requested!r} was asked for, but torch sees no MPS device")
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(requested: str | None, device: str) -> str:
+    """The weight dtype: as configured, else bf16 on CUDA (fp16 where unsupported) and MPS fp16, fp32 on CPU."""
+    if requested:
+        return requested
+    torch = stack("torch")
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if device.startswith("mps"):
+        return "float16"
+    return "float32"
+
+
+def resolve_source(options: DiffusersOptions) -> Path:
+    """A local model directory for ``options.source``: the directory itself, or the hub id's cached snapshot.
+
+    A hub id loads from the local Hugging Face cache only, unless ``allow_download`` is set.
+    """
+    path = Path(options.source).expanduser()
+    if path.is_dir():
+        return path
+    looks_local = options.source.startswith((".", "/", "~")) or options.source.count("/") != 1 or path.exists()
+    if looks_local:
+        raise ModelSetupError(f"model directory {options.source!r} does not exist")
+    diffusers = stack("diffusers")
+    try:
+        folder = diffusers.DiffusionPipeline.download(
+            options.source,
+            local_files_only=not options.allow_download,
+            revision=options.revision,
+            variant=options.variant,
+        )
+    except Exception as exc:
+        if options.allow_download:
+            raise ModelSetupError(f"cannot download {options.source!r}: {exc}") from exc
+        raise ModelSetupError(
+            f"{options.source!r} is not a local directory and is not in the local Hugging Face cache "
+            f"(downloads are off: set allow_download = true, or fetch it first with "
+            f"`hf download {options.source}`): {exc}"
+        ) from exc
+    return Path(folder)
+
+
+@cache
+def _image_only_processor_class() -> Any:
+    """``Qwen2VLProcessor`` without its video processor (which needs torchvision) - images are all we use."""
+    transformers = stack("transformers")
+
+    class ImageOnlyQwen2VLProcessor(transformers.Qwen2VLProcessor):  # type: ignore[misc,name-defined]
+        def __init__(
+            self, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None, **kwargs: Any
+        ) -> None:
+            super().__init__(
+                image_processor=image_processor,
+                tokenizer=tokenizer,
+                video_processor=None,
+                chat_template=chat_template,
+                **kwargs,
+            )
+
+    return ImageOnlyQwen2VLProcessor
+
+
+def _qwen_processor(model_dir: Path) -> Any:
+    """The Qwen2-VL processor of an edit checkpoint, built so that it loads without torchvision."""
+    transformers = stack("transformers")
+    folder = model_dir / "processor"
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+    if transformers.utils.is_torchvision_available():
+        image_processor = transformers.AutoImageProcessor.from_pretrained(str(folder))
+    else:
+        try:  # transformers 5: the PIL backend; before it, the default processor needed no torchvision
+            module = importlib.import_module("transformers.models.qwen2_vl.image_processing_pil_qwen2_vl")
+            image_processor_class = module.Qwen2VLImageProcessorPil
+        except ImportError:
+            image_processor_class = transformers.Qwen2VLImageProcessor
+        image_processor = image_processor_class.from_pretrained(str(folder))
+    return _image_only_processor_class()(image_processor=image_processor, tokenizer=tokenizer)
+
+
+@dataclass
+class PipelineRunner:
+    """A loaded model on its device. Built and called on the device's worker thread only."""
+
+    name: str
+    info: ModelInfo
+    options: DiffusersOptions
+    device: str
+    dtype: str
+    pipe: Any
+    img2img: Any
+    size_multiple: int
+    stats: EngineStats
+    on_step: Callable[[WorkItem, int, int], None] | None = None
+    closing: bool = False
+
+    @property
+    def family(self) -> Family:
+        return self.info.family
+
+    @property
+    def batchable(self) -> bool:
+        return self.family.batchable
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.options.max_batch_size
+
+    @property
+    def batch_window_s(self) -> float:
+        return self.options.batch_window_ms / 1000
+
+    @classmethod
+    def load(
+        cls, name: str, model_dir: Path, info: ModelInfo, options: DiffusersOptions, device: str, stats: EngineStats
+    ) -> PipelineRunner:
+        """Load the pipeline (and its img2img twin, sharing weights) onto ``device``."""
+        torch = stack("torch")
+        diffusers = stack("diffusers")
+        dtype = resolve_dtype(options.dtype, device)
+        # diffusers 0.41 renamed torch_dtype to dtype (the old name warns)
+        version = tuple(int(part) for part in diffusers.__version__.split(".")[:2] if part.isdigit())
+        kwargs: dict[str, Any] = {"dtype" if version >= (0, 41) else "torch_dtype": getattr(torch, dtype)}
+        if options.variant:
+            kwargs["variant"] = options.variant
+        if info.family.name.startswith("qwen-image-edit") and (model_dir / "processor").is_dir():
+            kwargs["processor"] = _qwen_processor(model_dir)
+        try:
+            pipe = diffusers.DiffusionPipeline.from_pretrained(str(model_dir), **kwargs)
+        except Exception as exc:
+            raise ModelSetupError(f"model {name!r}: cannot load {model_dir}: {type(exc).__name__}: {exc}") from exc
+        if "Img2Img" in type(pipe).__name__:  # a checkpoint saved as img2img: its text-to-image twin
+            pipe = diffusers.AutoPipelineForText2Image.from_pipe(pipe)
+        if options.offload == "model":
+            pipe.enable_model_cpu_offload(device=device)
+        elif options.offload == "sequential":
+            pipe.enable_sequential_cpu_offload(device=device)
+        else:
+            pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+        img2img = None
+        if info.family.reference_mode == "img2img":
+            img2img = diffusers.AutoPipelineForImage2Image.from_pipe(pipe)
+            img2img.set_progress_bar_config(disable=True)
+        multiple = options.size_multiple or int(getattr(pipe, "vae_scale_factor", 8)) * 2
+        log.info(
+            "model %s: %s (%s) on %s as %s, native %d px, multiple %d, %d steps",
+            name,
+            info.family.description,
+            type(pipe).__name__,
+            device,
+            dtype,
+            options.native_pixels or info.native_pixels,
+            multiple,
+            options.steps or info.steps,
+        )
+        return cls(name, info, options, device, dtype, pipe, img2img, multiple, stats)
+
+    def unload(self) -> None:
+        self.pipe = self.img2img = None
+        torch = stack("torch")
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+    # -- one pipeline call ---------------------------------------------------------------------------
+
+    def run(self, batch: list[WorkItem], should_stop: Callable[[], bool]) -> list[Image.Image]:
+        """Draw ``batch`` (compatible items) in one pipeline call; raise ``Interrupted`` if told to stop."""
+        if should_stop():
+            raise Interrupted("stopped before the call")
+        pipe, kwargs = self._call_arguments(batch)
+        stats = self.stats
+
+        def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            stats.steps += 1
+            total = int(getattr(pipeline, "_num_timesteps", 0) or kwargs["num_inference_steps"])
+            if self.on_step is not None:
+                for item in batch:
+                    self.on_step(item, step + 1, total)
+            if should_stop():
+                raise Interrupted(f"stopped after step {step + 1}/{total}")
+            return {}
+
+        stats.pipeline_calls += 1
+        stats.largest_batch = max(stats.largest_batch, len(batch))
+        stats.references += sum(len(item.references) for item in batch)
+        torch = stack("torch")
+        with torch.inference_mode():
+            output = pipe(**kwargs, callback_on_step_end=on_step_end)
+        images = list(output.images)
+        if len(images) != len(batch):
+            raise RuntimeError(f"the pipeline returned {len(images)} images for {len(batch)} prompts")
+        stats.images += len(images)
+        return images
+
+    def _generator(self, seed: int) -> Any:
+        torch = stack("torch")
+        # seeded on the device that draws the noise (CPU for MPS, whose generators diffusers avoids)
+        return torch.Generator("cpu" if self.device.startswith("mps") else self.device).manual_seed(seed)
+
+    def _call_arguments(self, batch: list[WorkItem]) -> tuple[Any, dict[str, Any]]:
+        """The pipeline to call and its arguments for ``batch``."""
+        family, first = self.family, batch[0]
+        width, height = first.width, first.height
+        pipe = self.pipe
+        kwargs: dict[str, Any] = {
+            "height": height,
+            "width": width,
+            "num_inference_steps": first.steps,
+            family.guidance_arg: first.guidance,
+            "output_type": "pil",
+        }
+        if len(batch) == 1:
+            kwargs["prompt"] = first.prompt
+            kwargs["generator"] = self._generator(first.seed)
+        else:
+            kwargs["prompt"] = [item.prompt for item in batch]
+            kwargs["generator"] = [self._generator(item.seed) for item in batch]
+        if family.negative_prompt and first.guidance > 1:
+            kwargs["negative_prompt"] = " " if len(batch) == 1 else [" "] * len(batch)
+        references = [ref.convert("RGB") for ref in first.references]
+        if references:
+            if len(batch) != 1:
+                raise RuntimeError("reference calls are never batched")
+            if family.reference_mode == "img2img":
+                pipe = self.img2img
+                strength = self.options.strength
+                kwargs["image"] = ImageOps.fit(references[0], (width, height), Image.Resampling.LANCZOS)
+                kwargs["strength"] = strength
+                # img2img runs steps x strength steps; at least one must run
+                kwargs["num_inference_steps"] = max(first.steps, math.ceil(1 / strength))
+                accepted = inspect.signature(pipe.__call__).parameters
+                for size_arg in ("height", "width"):  # SD/SDXL img2img draw at the (resized) image's size
+                    if size_arg not in accepted:
+                        kwargs.pop(size_arg)
+            elif family.reference_mode == "single":
+                kwargs["image"] = references[0]
+            else:
+                kwargs["image"] = [_at_least(ref, family.min_reference_side) for ref in references]
+        return pipe, kwargs
+
+
+def _at_least(image: Image.Image, side: int) -> Image.Image:
+    """``image`` scaled up (aspect kept) so that its shorter side is at least ``side``."""
+    short = min(image.size)
+    if side <= 0 or short >= side:
+        return image
+    scale = side / short
+    size = (max(side, math.ceil(image.width * scale)), max(side, math.ceil(image.height * scale)))
+    return image.resize(size, Image.Resampling.BICUBIC)
