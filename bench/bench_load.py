@@ -11,7 +11,7 @@ Run: ``.venv/bin/python bench/bench_load.py`` (about a minute; loopback traffic 
    (``duration_ms``: from the start of preparing the request to its end), throughput, and the server's
    peak RSS (``VmHWM`` from ``/proc/PID/status``), then stops the server with SIGTERM.
 
-Options: ``--requests N --concurrency N --max-queue N --max-concurrency N --size WxH``.
+Options: ``--requests N --concurrency N --max-queue N --max-concurrency N --size WxH --no-auth``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import os
 import platform
+import resource
 import signal
 import socket
 import statistics
@@ -52,6 +53,12 @@ def proc_status(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -73,7 +80,11 @@ async def load(url: str, key: str, args: argparse.Namespace) -> tuple[list[tuple
     """(status, code, seconds) per request, and the wall time."""
     results: list[tuple[int, str, float]] = []
     gate = asyncio.Semaphore(args.concurrency)
-    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
+    # drop idle connections before uvicorn does (its keep-alive timeout is 5 s, httpx's default expiry too):
+    # otherwise a request sent on a connection the server is just closing fails with a ReadError
+    limits = httpx.Limits(
+        max_connections=args.concurrency, max_keepalive_connections=args.concurrency, keepalive_expiry=2.0
+    )
     headers = {"Authorization": f"Bearer {key}"}
 
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits, headers=headers) as client:
@@ -102,6 +113,7 @@ def main() -> int:
     parser.add_argument("--max-queue", type=int, default=16)
     parser.add_argument("--max-concurrency", type=int, default=2)
     parser.add_argument("--size", default="1280x720")
+    parser.add_argument("--no-auth", action="store_true", help="serve with --no-auth (to compare the cost of keys)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="seedream-bench-") as tmp:
@@ -113,7 +125,7 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "seedream_server.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)]
         cmd += ["--max-queue", str(args.max_queue), "--max-concurrency", str(args.max_concurrency)]
-        cmd += ["--log-level", "warning"]
+        cmd += ["--log-level", "warning"] + (["--no-auth"] if args.no_auth else [])
         env = {k: v for k, v in os.environ.items() if not k.startswith("SEEDREAM_")}
         log_path = Path(tmp) / "server.log"
         with open(log_path, "wb") as log:
@@ -131,7 +143,11 @@ def main() -> int:
                     pass
                 time.sleep(0.1)
             rss_idle = proc_status(server.pid, "VmRSS")
+            cpu_before = cpu_seconds(server.pid)
+            client_before = resource.getrusage(resource.RUSAGE_SELF)
             results, wall = asyncio.run(load(url, key, args))
+            client_after = resource.getrusage(resource.RUSAGE_SELF)
+            server_cpu = cpu_seconds(server.pid) - cpu_before
             peak = proc_status(server.pid, "VmHWM")
         finally:
             server.send_signal(signal.SIGTERM)
@@ -140,6 +156,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
+        server_log = log_path.read_text(errors="replace")
         store = AccountStore.open(data_dir)  # the server's own view: the usage ledger, written on shutdown
         ledger = store.usage_records()
         store.close()
@@ -153,7 +170,8 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} cores, {cpu_model()}; Python {platform.python_version()}, {platform.system()}")
     print(
         f"load: {args.requests} requests of {args.size} from {args.concurrency} concurrent clients (no retries); "
-        f"server --max-concurrency {args.max_concurrency} --max-queue {args.max_queue}, API key on"
+        f"server --max-concurrency {args.max_concurrency} --max-queue {args.max_queue}, "
+        + ("--no-auth" if args.no_auth else "API key on")
     )
     print(f"wall time: {wall:.1f} s; accepted images/s: {len(accepted) / wall:.1f}")
     print(f"accepted (200): {len(accepted)}")
@@ -173,7 +191,11 @@ def main() -> int:
         f"p99 {percentile(served_ok, 0.99) * ms:.0f} ms; rejected p50 {percentile(served_429, 0.5) * ms:.0f} ms, "
         f"p99 {percentile(served_429, 0.99) * ms:.0f} ms; ledger rows {len(ledger)}"
     )
+    client_cpu = (client_after.ru_utime - client_before.ru_utime) + (client_after.ru_stime - client_before.ru_stime)
+    print(f"CPU during the run: server {server_cpu:.1f} s, clients {client_cpu:.1f} s (of {wall * os.cpu_count():.1f})")  # type: ignore[operator]
     print(f"server RSS: {rss_idle / 2**20:.0f} MiB idle, {peak / 2**20:.0f} MiB peak (VmHWM)")
+    if errors:
+        print("server log:\n" + server_log[-5000:])
     return 1 if errors else 0
 
 

@@ -267,6 +267,7 @@ def test_keys_commands(tmp_path: Path, database_url: str) -> None:
     secret = out.strip().splitlines()[-1]
     assert KEY_RE.match(secret)
     assert "alice" in err and "shown once" in err
+    assert "warning: not served with this configuration: a, b" in err  # created all the same
 
     code, out, _ = cli(tmp_path, database_url, "keys", "create", "--name", "bob")
     bob = out.strip().splitlines()[-1]

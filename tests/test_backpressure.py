@@ -232,3 +232,8 @@ def test_shutdown_timeout_bounds_the_wait(tmp_path: Path) -> None:
         thread.join(timeout=30)
     assert outcome and outcome[0] != 200  # cut off, not completed
     assert "timeout graceful shutdown exceeded" in server.log.read_text()
+    store = AccountStore.open(server.data_dir)
+    rows = store.usage_records()
+    store.close()
+    assert [(r.key_name, r.status) for r in rows] == [("-", "cancelled")]
+    assert rows[0].images < 15

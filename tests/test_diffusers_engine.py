@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,9 @@ import tiny_pipelines  # noqa: E402  (after the skip: it imports torch)
 from conftest import free_port  # noqa: E402
 from seedream_server.app import create_app  # noqa: E402
 from seedream_server.config import ModelConfig, load_settings  # noqa: E402
+from seedream_server.engines.base import ImageJob, ImageTask  # noqa: E402
 from seedream_server.engines.diffusers import (  # noqa: E402
+    OPTIONS,
     DiffusersEngine,
     DiffusersOptions,
     ModelSetupError,
@@ -45,6 +48,7 @@ from seedream_server.engines.diffusers import (  # noqa: E402
     native_size,
 )
 from seedream_server.engines.diffusers.families import group_references  # noqa: E402
+from seedream_server.errors import EngineError  # noqa: E402
 
 torch.set_num_threads(2)
 module_loop = pytest.mark.asyncio(loop_scope="module")  # one app and loop for the module
@@ -279,6 +283,21 @@ def test_options_are_checked() -> None:
     assert options.dtype == "bfloat16" and options.guidance_scale == 3.0
 
 
+def render_options() -> str:
+    rows = ["| option | type | default | meaning |", "|---|---|---|---|"]
+    rows += [f"| `{name}` | {kind} | {default} | {text} |" for name, kind, default, text in OPTIONS]
+    return "\n".join(rows)
+
+
+def test_every_option_is_documented() -> None:
+    assert [row[0] for row in OPTIONS] == [f.name for f in fields(DiffusersOptions)]
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "engines.md").read_text(encoding="utf-8")
+    start = doc.index("<!-- options:start")
+    start = doc.index("\n", start) + 1
+    end = doc.index("<!-- options:end -->")
+    assert doc[start:end].strip() == render_options()
+
+
 # --- start-up errors ------------------------------------------------------------------------------
 
 
@@ -318,6 +337,34 @@ def test_without_the_extra_the_engine_says_how_to_install(
     monkeypatch.setitem(sys.modules, "diffusers", None)  # as if the extra were not installed
     with pytest.raises(ModelSetupError, match=r"pip install 'seedream-server\[diffusers\]'"):
         DiffusersEngine.from_config(ModelConfig("m", "diffusers", (), {"source": str(tiny_models["sdxl"])}))
+
+
+WITHOUT_EXTRA = """
+import sys
+for name in ("torch", "diffusers", "transformers"):
+    sys.modules[name] = None  # as if the diffusers extra were not installed
+import seedream_server.engines.diffusers  # importable without the extra
+from seedream_server.app import create_app
+from dataclasses import replace
+from seedream_server.config import ModelConfig, load_settings
+settings = load_settings(overrides={"data_dir": sys.argv[1], "auth": False}, environ={})
+create_app(settings)  # the preview server starts
+settings = replace(settings, models=(ModelConfig("m", "diffusers", (), {"source": "a/b"}),))
+try:
+    create_app(settings)
+except Exception as exc:
+    print(type(exc).__name__, exc)
+assert "torch" not in [name for name, module in sys.modules.items() if module is not None]
+"""
+
+
+def test_the_server_starts_without_the_extra_and_a_diffusers_model_says_what_to_install(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_EXTRA, str(tmp_path / "data")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ModelSetupError" in result.stdout
+    assert "pip install 'seedream-server[diffusers]'" in result.stdout
 
 
 @module_loop
@@ -516,3 +563,26 @@ def test_closing_the_stream_cancels_the_rest_between_steps(live: ThreadServer) -
     assert ran < requested * steps
     print("cancel stats", made, ran, stats)
     assert stats.interrupted_calls + stats.cancelled_images >= 1
+
+
+# --- the engine on its own: shutdown ------------------------------------------------------------
+
+
+@module_loop
+async def test_shutdown_stops_a_running_group_between_steps(tiny_models: dict[str, Path]) -> None:
+    options = {"source": str(tiny_models["flux2-klein"]), "steps": 40, "native_pixels": 64 * 64}
+    engine = DiffusersEngine.from_config(ModelConfig("slow", "diffusers", (), options))
+    await engine.start()
+    tasks = tuple(ImageTask(index=i, prompt=f"city at night {i}", seed=i) for i in range(4))
+    job = ImageJob(model="slow", tasks=tasks, width=1024, height=1024, group=True, request_id="shutdown")
+    results = engine.generate(job)
+    first = await anext(results)
+    assert first.index == 0 and first.image is not None
+    closing = asyncio.create_task(engine.aclose())
+    with pytest.raises(EngineError, match="shutting down"):
+        await anext(results)
+    await closing
+    await results.aclose()
+    assert engine.stats.images == 1
+    assert engine.stats.steps < 2 * 40
+    assert engine.stats.interrupted_calls + engine.stats.cancelled_images >= 1

@@ -283,7 +283,11 @@ class AccountStore:
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
         else:
-            self.engine = create_engine(sa_url, pool_pre_ping=True)
+            try:
+                self.engine = create_engine(sa_url, pool_pre_ping=True)
+            except ModuleNotFoundError as exc:
+                extra = " (pip install 'seedream-server[postgres]')" if self.dialect == "postgresql" else ""
+                raise RuntimeError(f"the database driver for {sa_url.drivername} is not installed{extra}") from exc
 
     @classmethod
     def open(cls, data_dir: str | Path, database_url: str = "") -> AccountStore:
@@ -584,7 +588,9 @@ class Accounts:
         return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
 
     async def start(self) -> None:
-        await self._call(self.store.migrate)
+        """Open the store, migrating its schema."""
+        version = await self._call(self.store.migrate)
+        log.info("key store and usage ledger: %s (schema version %d)", redact_url(self.store.url), version)
 
     async def authenticate(self, authorization: str | None) -> ApiKey:
         token = parse_bearer(authorization)

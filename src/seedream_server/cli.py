@@ -148,6 +148,10 @@ def keys_create(name: str, ipm: int, models: str, config_file: str | None, **ove
     """Create a key and print it as the last line of stdout. Only its hash is stored."""
     from .accounts import AccountError
 
+    known = {n for m in load_settings(config_file, overrides).models for n in (m.name, *m.aliases)}
+    unknown = sorted({m.strip() for m in models.split(",") if m.strip()} - known)
+    if unknown:
+        click.echo(f"warning: not served with this configuration: {', '.join(unknown)}", err=True)
     store = _open_store(config_file, overrides)
     try:
         key, secret = store.create_key(name, ipm=ipm, models=models.split(","))
@@ -231,7 +235,9 @@ def usage(since: str | None, key_name: str | None, config_file: str | None, **ov
     if not rows:
         _console().print(f"{title}: no requests recorded.")
         return
-    table = Table("key", "model", "requests", "images", "tokens", "errors", "cancelled", title=title)
+    table = Table("key", "model", title=title)
+    for column in ("requests", "images", "tokens", "errors", "cancelled"):
+        table.add_column(column, justify="right")
     for row in rows:
         numbers = (row.requests, row.images, row.tokens, row.errors, row.cancelled)
         table.add_row(row.key_name, row.model, *(f"{n:,}" for n in numbers))

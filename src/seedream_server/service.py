@@ -58,7 +58,7 @@ class ServedModel:
     max_queue: int = 16
     slots: asyncio.Semaphore = field(init=False)
     admitted: int = field(init=False, default=0)  # jobs running or waiting for a slot
-    mean_seconds: float = field(init=False, default=1.0)  # moving average of job durations
+    mean_seconds: float = field(init=False, default=1.0)  # moving average of slot holding times
 
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.max_concurrency)
@@ -93,6 +93,7 @@ class JobTicket:
     started: float = field(default_factory=time.perf_counter)  # when prepare began: the ledger's duration
     reservation: Reservation | None = None
     admitted: bool = False
+    running_since: float | None = None  # when the job got its engine slot
     settled: bool = False
 
 
@@ -286,18 +287,17 @@ class ImageService:
 
     def abandon(self, prepared: PreparedJob) -> None:
         """Release a prepared job that never ran (or make sure one that ran was settled): idempotent."""
-        self._settle(prepared, 0, 0, "cancelled", 0.0, ran=False)
+        self._settle(prepared, 0, 0, "cancelled")
 
-    def _settle(
-        self, prepared: PreparedJob, delivered: int, tokens: int, status: str, elapsed: float, ran: bool = True
-    ) -> None:
+    def _settle(self, prepared: PreparedJob, delivered: int, tokens: int, status: str) -> None:
         """Step 7: free the queue place, keep the delivered images in the key's window, write the ledger."""
         ticket = prepared.ticket
         if ticket is None or ticket.settled:
             return
         ticket.settled = True
         if ticket.admitted:
-            prepared.served.leave(elapsed if ran else None)
+            ran = time.perf_counter() - ticket.running_since if ticket.running_since is not None else None
+            prepared.served.leave(ran)
         if ticket.reservation is not None:
             ticket.reservation.settle(delivered)
         if self.accounts is not None:
@@ -383,7 +383,7 @@ class ImageService:
             )
             if status == "ok" and delivered == 0 and first_failure:
                 status = first_failure
-            self._settle(prepared, delivered, tokens, status, elapsed)
+            self._settle(prepared, delivered, tokens, status)
 
     async def _produce(self, prepared: PreparedJob, queue: asyncio.Queue[ImageResult | BaseException | None]) -> None:
         """Step 4: run the engine in a slot, handing results over one at a time."""
@@ -395,6 +395,8 @@ class ImageService:
             async with served.slots:
                 gauge.dec()
                 waiting = False
+                if prepared.ticket is not None:
+                    prepared.ticket.running_since = time.perf_counter()
                 results = served.engine.generate(prepared.job)
                 try:
                     last = time.perf_counter()

@@ -144,7 +144,8 @@ class DiffusersEngine(Engine):
         runner, worker = self._runner, self._worker
         self._runner = self._worker = None
         for item in list(self._inflight):
-            item.cancel()
+            item.abort(EngineError(f"Generation stopped: the model {self.name} is shutting down."))
+        self._inflight.clear()
         if runner is None or worker is None:
             return
         runner.closing = True
@@ -203,6 +204,8 @@ class DiffusersEngine(Engine):
             while True:
                 # 1. keep up to `ahead` images queued so the worker can batch them
                 while len(inflight) < ahead and (task := next(tasks, None)) is not None:
+                    if self._runner is None:
+                        raise EngineError(f"Generation stopped: the model {self.name} is shutting down.")
                     refs = group_references(user_refs, outputs, limit) if feed else user_refs
                     inflight.append(self._submit(worker, runner, job, task, plan, refs))
                 if not inflight:

@@ -85,6 +85,11 @@ class WorkItem:
         self.cancelled = True
         self.future.cancel()
 
+    def abort(self, error: BaseException) -> None:
+        """Fail the item with ``error`` (shutdown) and make sure it does not run, or stops if it runs."""
+        self.cancelled = True
+        self.resolve(None, error)
+
     def resolve(self, image: Image.Image | None, error: BaseException | None = None) -> None:
         """Called on the worker thread: hand the outcome to the item's event loop."""
 
