@@ -11,12 +11,13 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import __version__
-from .config import SETTINGS, Setting, load_settings
+from .config import DEFAULT_MODEL, SETTINGS, Setting, load_settings
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -246,6 +247,77 @@ def usage(since: str | None, key_name: str | None, config_file: str | None, **ov
         table.add_section()
         table.add_row("total", "", *(f"{n:,}" for n in totals))
     _console().print(table)
+
+
+@main.command()
+@click.argument("prompt")
+@click.option("-i", "--image", "images", multiple=True, help="Reference image: a file, an http(s) URL or a data URI.")
+@click.option("--size", default="2K", show_default=True, help="1K, 2K, 4K or <W>x<H>.")
+@click.option("--max-images", type=click.IntRange(1, 15), help="Group size cap (1 = a single image) [default: 15].")
+@click.option("--seed", type=int, default=-1, show_default=True, help="-1 = random.")
+@click.option("--watermark/--no-watermark", default=True, show_default=True, help="Visible AI生成 mark.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default=".", show_default=True)
+@click.option("--server", help="Server URL, e.g. http://127.0.0.1:8000 [default: an in-process preview engine].")
+@click.option("--api-key", envvar="SEEDREAM_API_KEY", help="Bearer key for --server (env SEEDREAM_API_KEY).")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True)
+def generate(
+    prompt: str,
+    images: tuple[str, ...],
+    size: str,
+    max_images: int | None,
+    seed: int,
+    watermark: bool,
+    out_dir: str,
+    server: str | None,
+    api_key: str | None,
+    model: str,
+) -> None:
+    """Generate images for PROMPT, streaming them into --out as they arrive (groups in auto mode)."""
+    import asyncio
+
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .client import GenerateOptions, Saved
+    from .client import generate as run_generate
+
+    options = GenerateOptions(
+        prompt=prompt,
+        model=model,
+        references=list(images),
+        size=size,
+        max_images=max_images,
+        seed=seed,
+        watermark=watermark,
+        out_dir=Path(out_dir),
+        server=server,
+        api_key=api_key,
+    )
+    _configure_logging("error")  # the in-process app's start-up notes are not for this command's user
+    console = _console()
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed} images"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("generating", total=max_images)
+
+        def report(item: Saved) -> None:
+            progress.advance(task)
+            if item.path is not None:
+                progress.console.print(f"[green]#{item.index}[/] {item.size} -> {item.path}")
+            else:
+                progress.console.print(f"[red]#{item.index}[/] failed: {item.error}")
+
+        try:
+            saved = asyncio.run(run_generate(options, report))
+        except (RuntimeError, OSError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    done = sum(1 for item in saved if item.path is not None)
+    console.print(f"{done} of {len(saved)} images saved in {options.out_dir}")
 
 
 if __name__ == "__main__":  # pragma: no cover
