@@ -476,3 +476,11 @@ async def test_openapi_operation_ids_are_unique(client: httpx.AsyncClient) -> No
     spec = (await client.get("/openapi.json")).json()
     ids = [operation["operationId"] for item in spec["paths"].values() for operation in item.values()]
     assert len(ids) == len(set(ids))
+
+
+async def test_metrics_count_refusals_by_status(client: httpx.AsyncClient) -> None:
+    await client.post("/api/v3/images/generations", json={"model": "nope", "prompt": "x"})
+    await client.post("/api/v3/images/generations", json={"prompt": "x"})
+    text = (await client.get("/metrics")).text
+    assert 'seedream_http_responses_total{status="404"} 1.0' in text
+    assert 'seedream_http_responses_total{status="400"} 1.0' in text

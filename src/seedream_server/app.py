@@ -85,8 +85,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 class RequestIdMiddleware:
     """Gives every request an id (``scope['state']['request_id']``) and an ``X-Request-Id`` header."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(
         self, scope: Scope, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]
@@ -101,6 +102,7 @@ class RequestIdMiddleware:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                self.metrics.responses.labels(str(message["status"])).inc()
                 message["headers"] = headers
             await send(message)
 
@@ -345,7 +347,7 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
     app.state.accounts = accounts
     app.state.begin_drain = begin_drain
     app.add_middleware(AccessMiddleware, accounts=accounts, auth=settings.auth, draining=lambda: state["draining"])
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware, metrics=metrics)
 
     def record_refusal(request: Request, error: SeedreamError, model: Any = None) -> None:
         """Ledger row for a generation request refused after authentication, before its job ran."""

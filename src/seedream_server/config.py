@@ -46,7 +46,9 @@ SETTINGS: tuple[Setting, ...] = (
         "Comma-separated CIDRs/hosts that reference URLs may reach despite the private-address guard.",
     ),
     Setting("reference_timeout_s", float, 10.0, "Read timeout for fetching one reference URL."),
-    Setting("max_concurrency", int, 2, "Jobs (requests) generated at the same time per model; the rest wait in its queue."),
+    Setting(
+        "max_concurrency", int, 2, "Jobs (requests) generated at the same time per model; the rest wait in its queue."
+    ),
     Setting(
         "max_queue",
         int,

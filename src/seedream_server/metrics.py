@@ -41,6 +41,12 @@ class Metrics:
         self.queue_depth = Gauge(
             "seedream_queue_depth", "Jobs waiting for an engine slot.", ["model"], registry=self.registry
         )
+        self.responses = Counter(
+            "seedream_http_responses",
+            "HTTP responses by status code, refusals (401, 403, 429, 503) included.",
+            ["status"],
+            registry=self.registry,
+        )
         self.inflight = Gauge("seedream_inflight_requests", "Generation requests in progress.", registry=self.registry)
 
     def render(self) -> bytes:
