@@ -64,6 +64,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine, Row, make_url
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import Select
 
 from .errors import AuthenticationError, IpmRateLimitExceeded
 
@@ -269,6 +270,15 @@ def _key_from_row(row: Row[Any]) -> ApiKey:
 # the store (synchronous)
 
 
+def _usage_filter(query: Select[Any], since: datetime | None, key_name: str | None) -> Select[Any]:
+    """Restrict a usage query to rows since a time and/or of one key."""
+    if since is not None:
+        query = query.where(USAGE.c.ts >= _naive_utc(since))
+    if key_name is not None:
+        query = query.where(USAGE.c.key_name == key_name)
+    return query
+
+
 class AccountStore:
     """Keys and the usage ledger in one database. Every method is one short transaction."""
 
@@ -422,10 +432,7 @@ class AccountStore:
 
     def usage_records(self, since: datetime | None = None, key_name: str | None = None) -> list[UsageRecord]:
         query = select(USAGE).order_by(USAGE.c.id)
-        if since is not None:
-            query = query.where(USAGE.c.ts >= _naive_utc(since))
-        if key_name is not None:
-            query = query.where(USAGE.c.key_name == key_name)
+        query = _usage_filter(query, since, key_name)
         with self.engine.connect() as conn:
             return [
                 UsageRecord(
@@ -457,10 +464,7 @@ class AccountStore:
             .group_by(USAGE.c.key_name, USAGE.c.model)
             .order_by(USAGE.c.key_name, USAGE.c.model)
         )
-        if since is not None:
-            query = query.where(USAGE.c.ts >= _naive_utc(since))
-        if key_name is not None:
-            query = query.where(USAGE.c.key_name == key_name)
+        query = _usage_filter(query, since, key_name)
         with self.engine.connect() as conn:
             return [
                 UsageSummary(
