@@ -9,11 +9,14 @@ so that it draws at 1024x1024, and ``steps = 4``. The script measures:
 
 * **latency**: the median over ``--repeat`` requests (after a warm-up) of one ``b64_json`` request for
   ``1024x1024`` (watermark on: the default), timed until the JSON body is read, next to the median of
-  the bare pipeline call in this process at the same size, steps and seed. Bare calls and requests
-  alternate, so drift on a shared machine hits both alike. The ratio request / bare call is what the
-  server adds: hand-off to the worker thread, PIL conversion, watermark, JPEG encode, base64, JSON and
-  HTTP. It is measured on two servers: ``max_batch_size = 1`` (no batching) and ``8`` (a lone request
-  also waits out the batch window, 10 ms by default).
+  the bare pipeline call in this process (on a worker thread, like the server's) at the same size,
+  steps and seed. Bare calls and requests alternate, so drift on a shared machine hits both alike,
+  with a 0.5 s pause between them (the other process's OpenMP threads spin for a while after their
+  last call and would steal the 2 cores). The ratio request / bare call is what the server adds:
+  hand-off to the worker thread, watermark, JPEG encode, base64, JSON and HTTP. It is measured on two
+  servers: ``max_batch_size = 1`` (no batching) and ``8`` (a lone request also waits out the batch
+  window, 10 ms by default). The server's own split, from its ``/metrics`` histograms, is printed next
+  to it: the finish stage (resize, watermark, encode) and the whole job less the generate stage.
 * **throughput**: 8 concurrent single-image requests, wall time from the first send to the last
   answer, best of ``--rounds``, on the same two servers ([server] ``max_concurrency = 8`` on both, so
   the only difference is dynamic batching).
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -43,6 +47,7 @@ PROMPT = "a lighthouse on a cliff at dawn, volumetric light"
 SIZE = 1024
 STEPS = 4
 GEN = "/api/v3/images/generations"
+SETTLE_S = 0.5
 
 
 def write_config(path: Path, model_dir: Path, max_batch_size: int) -> Path:
@@ -93,15 +98,46 @@ def bare_call(pipe: Any, seed: int) -> float:
     return time.perf_counter() - started
 
 
+def settle() -> None:
+    """Let the other process's OpenMP threads stop spinning before timing this one (2 shared cores)."""
+    time.sleep(SETTLE_S)
+
+
 def latency(server: LiveServer, pipe: Any, repeat: int) -> tuple[float, float]:
-    """Median seconds of (bare call, request), alternating, after one warm-up of each."""
-    bare_call(pipe, 0)
-    request(server, 0)
-    bare, http = [], []
-    for i in range(repeat):
-        bare.append(bare_call(pipe, i + 1))
-        http.append(request(server, i + 1))
+    """Median seconds of (bare call, request), alternating, after one warm-up of each.
+
+    The bare call runs on a worker thread, as the server's calls do (on this machine the same work is
+    measurably slower on the main thread: glibc's main malloc arena with large tensors).
+    """
+    with ThreadPoolExecutor(max_workers=1) as worker:
+
+        def bare_on_worker(seed: int) -> float:
+            return worker.submit(bare_call, pipe, seed).result()
+
+        bare_on_worker(0)
+        settle()
+        request(server, 0)
+        bare, http = [], []
+        for i in range(repeat):
+            settle()
+            bare.append(bare_on_worker(i + 1))
+            settle()
+            http.append(request(server, i + 1))
     return statistics.median(bare), statistics.median(http)
+
+
+def server_stages(server: LiveServer) -> dict[str, float]:
+    """Mean seconds of the server's own stages (generate, finish per image; request per job), from /metrics."""
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    pattern = re.compile(r'seedream_(stage|request)_seconds_(sum|count)\{(?:stage|model)="([^"]+)"\} (\S+)')
+    for line in httpx.get(server.url + "/metrics", timeout=30).text.splitlines():
+        match = pattern.match(line)
+        if match:
+            kind, what, label, value = match.groups()
+            name = label if kind == "stage" else "request"
+            (sums if what == "sum" else counts)[name] = float(value)
+    return {name: sums[name] / counts[name] for name in sums if counts.get(name)}
 
 
 def throughput(server: LiveServer, requests: int, rounds: int) -> float:
@@ -144,14 +180,17 @@ def main() -> None:
             server = start_server(work, "--config", str(config), "--no-auth", "--log-level", "warning")
             try:
                 bare, http = latency(server, pipe, args.repeat)
+                stages = server_stages(server)
+                settle()
                 wall = throughput(server, args.requests, args.rounds)
             finally:
                 stop_server(server)
-            results[batch] = {"bare": bare, "http": http, "wall": wall}
+            results[batch] = {"bare": bare, "http": http, "wall": wall, **stages}
             print(
                 f"max_batch_size={batch}: bare {bare * 1000:.0f} ms, request {http * 1000:.0f} ms, "
-                f"ratio {http / bare:.3f}; {args.requests} concurrent in {wall:.2f} s = "
-                f"{args.requests / wall:.2f} images/s",
+                f"ratio {http / bare:.3f}; server side: generate {stages['generate'] * 1000:.0f} ms, "
+                f"finish {stages['finish'] * 1000:.0f} ms, whole job {stages['request'] * 1000:.0f} ms; "
+                f"{args.requests} concurrent in {wall:.2f} s = {args.requests / wall:.2f} images/s",
                 flush=True,
             )
 
@@ -163,13 +202,14 @@ def main() -> None:
     )
     print()
     print(
-        "| max_batch_size | bare pipeline call | HTTP request (b64_json) | ratio "
-        f"| {args.requests} concurrent: wall | images/s |"
+        "| max_batch_size | bare pipeline call | HTTP request (b64_json) | ratio | server: finish "
+        f"| server: job - generate | {args.requests} concurrent: wall | images/s |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for batch, row in results.items():
         print(
             f"| {batch} | {row['bare'] * 1000:.0f} ms | {row['http'] * 1000:.0f} ms | {row['http'] / row['bare']:.3f} "
+            f"| {row['finish'] * 1000:.0f} ms | {(row['request'] - row['generate']) * 1000:.0f} ms "
             f"| {row['wall']:.2f} s | {args.requests / row['wall']:.2f} |"
         )
     gain = results[1]["wall"] / results[8]["wall"]

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from PIL import Image
 
@@ -31,11 +32,13 @@ from ...config import ModelConfig
 from ...errors import EngineError, SeedreamError, ServiceUnavailable
 from ..base import Engine, EngineCapabilities, ImageJob, ImageResult, ImageTask
 from .families import ModelInfo, ModelSetupError, detect, group_references, native_size
-from .options import DiffusersOptions
+from .options import DiffusersOptions, looks_like_hub_id
 from .pipelines import PipelineRunner, require_stack, resolve_device, resolve_source
 from .worker import DeviceWorker, EngineStats, Interrupted, WorkItem, acquire_worker, release_worker
 
 log = logging.getLogger("seedream_server.engines.diffusers")
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -78,15 +81,24 @@ class DiffusersEngine(Engine):
         self._worker: DeviceWorker | None = None
         self._inflight: set[WorkItem] = set()
         local = Path(options.source).expanduser()
-        if local.is_dir():
-            self._info = detect(local, options.source)  # fail fast on a directory that is not a model
+        if local.is_dir():  # fail fast on a directory that is not a model
+            self._info = self._named(detect, local, options.source)
             self._check_limits(self._info)
-        elif options.source.startswith((".", "/", "~")) or options.source.count("/") != 1:
+        elif not looks_like_hub_id(options.source):
             raise ModelSetupError(f"model {name!r}: model directory {options.source!r} does not exist")
 
     @classmethod
     def from_config(cls, model: ModelConfig) -> DiffusersEngine:
         return cls(model.name, DiffusersOptions.parse(model.name, model.options))
+
+    def _named(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Call ``fn``, prefixing a set-up error's message with this model's name."""
+        try:
+            return fn(*args)
+        except ModelSetupError as exc:
+            if str(exc).startswith("model "):
+                raise
+            raise ModelSetupError(f"model {self.name!r}: {exc}") from exc
 
     def _check_limits(self, info: ModelInfo) -> None:
         wanted = self.options.max_references
@@ -123,10 +135,10 @@ class DiffusersEngine(Engine):
     async def start(self) -> None:
         """Resolve the source, pick the device, and load the pipeline on the device's worker thread."""
         started = time.perf_counter()
-        model_dir = await asyncio.to_thread(resolve_source, self.options)
-        info = await asyncio.to_thread(detect, model_dir, self.options.source)
+        model_dir = await asyncio.to_thread(self._named, resolve_source, self.options)
+        info = await asyncio.to_thread(self._named, detect, model_dir, self.options.source)
         self._check_limits(info)
-        device = await asyncio.to_thread(resolve_device, self.options.device)
+        device = await asyncio.to_thread(self._named, resolve_device, self.options.device)
         worker = acquire_worker(device)
         try:
             runner = await worker.call(

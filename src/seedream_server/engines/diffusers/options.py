@@ -42,6 +42,15 @@ OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("batch_window_ms", "float", "10", "How long a first image waits for others to batch with."),
 )
 
+
+def looks_like_hub_id(source: str) -> bool:
+    """``org/name`` (one slash, no path prefix) names a hub repository; anything else is a local path."""
+    if source.startswith((".", "/", "~")) or "\\" in source or source.count("/") != 1:
+        return False
+    org, name = source.split("/")
+    return bool(org and name)
+
+
 _DTYPES = {
     "float32": "float32",
     "fp32": "float32",

@@ -28,7 +28,7 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from .families import Family, ModelInfo, ModelSetupError
-from .options import DiffusersOptions
+from .options import DiffusersOptions, looks_like_hub_id
 from .worker import EngineStats, Interrupted, WorkItem
 
 log = logging.getLogger("seedream_server.engines.diffusers")
@@ -95,8 +95,7 @@ def resolve_source(options: DiffusersOptions) -> Path:
     path = Path(options.source).expanduser()
     if path.is_dir():
         return path
-    looks_local = options.source.startswith((".", "/", "~")) or options.source.count("/") != 1 or path.exists()
-    if looks_local:
+    if not looks_like_hub_id(options.source) or path.exists():
         raise ModelSetupError(f"model directory {options.source!r} does not exist")
     diffusers = stack("diffusers")
     try:
