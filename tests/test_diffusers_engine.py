@@ -584,3 +584,26 @@ async def test_shutdown_stops_a_running_group_between_steps(tiny_models: dict[st
     assert engine.stats.images == 1
     assert engine.stats.steps < 2 * 40
     assert engine.stats.interrupted_calls + engine.stats.cancelled_images >= 1
+
+
+def test_model_source_shorthand_serves_one_diffusers_model(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    from conftest import start_server, stop_server
+    from seedream_server.config import DEFAULT_ALIASES, DEFAULT_MODEL, load_settings
+
+    settings = load_settings(overrides={"model_source": str(tiny_models["sdxl"])}, environ={})
+    assert [(m.name, m.engine, m.aliases, m.options) for m in settings.models] == [
+        (DEFAULT_MODEL, "diffusers", DEFAULT_ALIASES, {"source": str(tiny_models["sdxl"])})
+    ]
+    named = load_settings(overrides={"model_source": "x", "model_name": "sdxl"}, environ={})
+    assert [(m.name, m.aliases) for m in named.models] == [("sdxl", ())]
+    config = tmp_path / "c.toml"
+    config.write_text('[[models]]\nname = "a"\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="cannot be combined"):
+        load_settings(config, overrides={"model_source": "x"}, environ={})
+
+    server = start_server(tmp_path, "--no-auth", "--model-source", str(tiny_models["sdxl"]))
+    try:
+        models = httpx.get(f"{server.url}/v1/models").json()["data"]
+        assert [(m["id"], m["engine"]) for m in models] == [(DEFAULT_MODEL, "diffusers")]
+    finally:
+        stop_server(server)

@@ -47,6 +47,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("reference_timeout_s", float, 10.0, "Read timeout for fetching one reference URL."),
     Setting(
+        "model_source",
+        str,
+        "",
+        "Shorthand for one diffusers model: a local diffusers directory or a cached hub id (instead of [[models]]).",
+    ),
+    Setting("model_name", str, "", "Name served for --model-source [default: doubao-seedream-4-0-250828 and aliases]."),
+    Setting(
         "max_concurrency", int, 2, "Jobs (requests) generated at the same time per model; the rest wait in its queue."
     ),
     Setting(
@@ -129,6 +136,8 @@ class Settings:
     reference_max_bytes: int = 10 * 1024 * 1024
     reference_allowlist: str = ""
     reference_timeout_s: float = 10.0
+    model_source: str = ""
+    model_name: str = ""
     max_concurrency: int = 2
     max_queue: int = 16
     shutdown_timeout_s: float = 30.0
@@ -220,6 +229,13 @@ def load_settings(
         if value is not None:
             values[key] = _coerce(_BY_NAME[key], value)
     settings = Settings(**values)
+    if settings.model_source:
+        if models is not None:
+            raise ValueError("config: --model-source serves one model; it cannot be combined with [[models]]")
+        name = settings.model_name or DEFAULT_MODEL
+        aliases = DEFAULT_ALIASES if name == DEFAULT_MODEL else ()
+        options = {"source": settings.model_source}
+        models = (ModelConfig(name=name, engine="diffusers", aliases=aliases, options=options),)
     if models is not None:
         settings = replace(settings, models=models)
     return settings
