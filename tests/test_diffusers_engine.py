@@ -15,6 +15,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -400,6 +401,9 @@ async def test_text_to_image_delivers_the_exact_size(client: httpx.AsyncClient, 
     assert pixels(body["data"][0]).shape == (720, 1280, 3)
     assert body["usage"]["generated_images"] == 1
     assert engine.stats.images == before + 1
+    # the step callback's progress reaches the metrics
+    metrics = (await client.get("/metrics")).text
+    assert re.search(rf'seedream_denoise_steps_total{{model="{model}"}} [1-9]', metrics), metrics
     # generated at the model's native budget (64x64 for these tiny models) with the delivered aspect
     assert engine.generation_size(1280, 720) == (80, 48)
 

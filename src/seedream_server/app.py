@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .accounts import NO_KEY, AccountError, Accounts, AccountStore, ApiKey, UsageRecord, resolve_database_url
 from .config import ModelConfig, Settings
-from .engines.base import Engine
+from .engines.base import Engine, Progress, ProgressHook
 from .engines.preview import PreviewEngine
 from .errors import (
     AuthenticationError,
@@ -187,6 +187,15 @@ def build_engine(model: ModelConfig, extra: dict[str, EngineFactory] | None = No
     raise ValueError(f"model {model.name!r}: unknown engine {model.engine!r} (available: {known})")
 
 
+def _count_step(metrics: Metrics, model: str) -> ProgressHook:
+    counter = metrics.denoise_steps.labels(model)
+
+    def hook(progress: Progress) -> None:
+        counter.inc()
+
+    return hook
+
+
 def _error_response(exc: SeedreamError, request_id: str) -> JSONResponse:
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
     return JSONResponse(exc.envelope(request_id), status_code=exc.status, headers=headers)
@@ -283,6 +292,8 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
         )
         for m in settings.models
     }
+    for served in models.values():  # progress from engines' step callbacks feeds a metric
+        served.engine.add_progress_hook(_count_step(metrics, served.name))
     policy = ReferencePolicy(
         max_bytes=settings.reference_max_bytes,
         read_timeout=settings.reference_timeout_s,

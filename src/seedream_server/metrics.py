@@ -47,6 +47,12 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+        self.denoise_steps = Counter(
+            "seedream_denoise_steps",
+            "Denoising steps finished, by model (engines that have steps).",
+            ["model"],
+            registry=self.registry,
+        )
         self.inflight = Gauge("seedream_inflight_requests", "Generation requests in progress.", registry=self.registry)
 
     def render(self) -> bytes:

@@ -9,7 +9,7 @@ raised (``EngineError``) and stops the group. Engines never see HTTP, wire model
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from PIL import Image
@@ -65,6 +65,20 @@ class ImageResult:
     info: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Progress:
+    """One finished denoising step of one image (reported from an engine's worker thread)."""
+
+    model: str
+    request_id: str
+    index: int
+    step: int
+    total: int
+
+
+ProgressHook = Callable[[Progress], None]
+
+
 class Engine(ABC):
     """A backend that turns jobs into images. One instance serves one configured model."""
 
@@ -85,6 +99,9 @@ class Engine(ABC):
 
         Closing the iterator early (client gone, shutdown) must stop further generation.
         """
+
+    def add_progress_hook(self, hook: ProgressHook) -> None:  # noqa: B027 - optional hook
+        """Call ``hook`` after every denoising step; engines without steps never call it. Keep hooks quick."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""

@@ -10,7 +10,8 @@ thread per device, dynamic batching, cancellation), ``pipelines`` (loading and c
 ``engine`` (the ``Engine`` implementation).
 """
 
-from .engine import DiffusersEngine, Progress, ProgressHook
+from ..base import Progress, ProgressHook
+from .engine import DiffusersEngine
 from .families import FAMILIES, Family, ModelInfo, ModelSetupError, detect, native_size
 from .options import OPTIONS, DiffusersOptions
 from .pipelines import INSTALL_HINT

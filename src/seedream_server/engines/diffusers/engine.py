@@ -30,7 +30,7 @@ from PIL import Image
 
 from ...config import ModelConfig
 from ...errors import EngineError, SeedreamError, ServiceUnavailable
-from ..base import Engine, EngineCapabilities, ImageJob, ImageResult, ImageTask
+from ..base import Engine, EngineCapabilities, ImageJob, ImageResult, ImageTask, Progress, ProgressHook
 from .families import ModelInfo, ModelSetupError, detect, group_references, native_size
 from .options import DiffusersOptions, looks_like_hub_id
 from .pipelines import PipelineRunner, require_stack, resolve_device, resolve_source
@@ -39,20 +39,6 @@ from .worker import DeviceWorker, EngineStats, Interrupted, WorkItem, acquire_wo
 log = logging.getLogger("seedream_server.engines.diffusers")
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class Progress:
-    """One finished denoising step of one image (reported from the worker thread)."""
-
-    model: str
-    request_id: str
-    index: int
-    step: int
-    total: int
-
-
-ProgressHook = Callable[[Progress], None]
 
 
 @dataclass(frozen=True)
@@ -86,6 +72,9 @@ class DiffusersEngine(Engine):
             self._check_limits(self._info)
         elif not looks_like_hub_id(options.source):
             raise ModelSetupError(f"model {name!r}: model directory {options.source!r} does not exist")
+
+    def add_progress_hook(self, hook: ProgressHook) -> None:
+        self.progress_hooks.append(hook)
 
     @classmethod
     def from_config(cls, model: ModelConfig) -> DiffusersEngine:
