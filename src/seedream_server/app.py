@@ -109,6 +109,42 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+class BodyLimitMiddleware:
+    """Refuses request bodies larger than ``limit`` bytes: by Content-Length before reading, else while
+    reading (chunked uploads), so no body is ever held in memory past the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def _error(self) -> InvalidParameter:
+        return InvalidParameter(f"The request body is larger than the {self.limit}-byte limit.")
+
+    async def __call__(
+        self, scope: Scope, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            request_id = str(scope.get("state", {}).get("request_id", ""))
+            await _error_response(self._error(), request_id)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise self._error()
+            return message
+
+        await self.app(scope, limited, send)
+
+
 API_PREFIXES = ("/v1/", "/api/v3/")  # routes that need an API key (unless --no-auth)
 GENERATION_SUFFIXES = ("/images/generations", "/images/edits")  # routes written to the usage ledger
 OPEN_WHILE_DRAINING = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -357,6 +393,7 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
     app.state.settings = settings
     app.state.accounts = accounts
     app.state.begin_drain = begin_drain
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(AccessMiddleware, accounts=accounts, auth=settings.auth, draining=lambda: state["draining"])
     app.add_middleware(RequestIdMiddleware, metrics=metrics)
 
@@ -389,8 +426,10 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 404:
-            error: SeedreamError = NotFoundError(f"The endpoint {request.url.path} does not exist.")
+        if isinstance(exc.__cause__, SeedreamError):  # raised while FastAPI read the body (size limit)
+            error: SeedreamError = exc.__cause__
+        elif exc.status_code == 404:
+            error = NotFoundError(f"The endpoint {request.url.path} does not exist.")
         else:
             error = InvalidParameter(str(exc.detail), code="InvalidRequest")
             error.status = exc.status_code

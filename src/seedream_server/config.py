@@ -36,6 +36,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sweep_interval_s", float, 600.0, "How often the sweeper deletes images past retention."),
     Setting("signing_secret", str, "", "HMAC secret for file links; default: generated once into DATA_DIR/secret.key."),
     Setting("max_prompt_chars", int, 4000, "Hard limit on prompt length in characters."),
+    Setting(
+        "max_body_bytes",
+        int,
+        64 * 1024 * 1024,
+        "Largest accepted request body (JSON or multipart, references included); larger ones get a 400.",
+    ),
     Setting("watermark_text", str, "AI生成", "Text of the visible watermark (glyphs must be in the shipped font)."),
     Setting("jpeg_quality", int, 90, "JPEG quality of delivered images (1-95)."),
     Setting("reference_max_bytes", int, 10 * 1024 * 1024, "Largest accepted reference image, in bytes."),
@@ -131,6 +137,7 @@ class Settings:
     sweep_interval_s: float = 600.0
     signing_secret: str = ""
     max_prompt_chars: int = 4000
+    max_body_bytes: int = 64 * 1024 * 1024
     watermark_text: str = "AI生成"
     jpeg_quality: int = 90
     reference_max_bytes: int = 10 * 1024 * 1024
