@@ -38,7 +38,7 @@ torch = pytest.importorskip("torch")
 import tiny_pipelines  # noqa: E402  (after the skip: it imports torch)
 from conftest import free_port  # noqa: E402
 from seedream_server.app import create_app  # noqa: E402
-from seedream_server.config import ModelConfig, load_settings  # noqa: E402
+from seedream_server.config import load_settings  # noqa: E402
 from seedream_server.engines.base import ImageJob, ImageTask  # noqa: E402
 from seedream_server.engines.diffusers import (  # noqa: E402
     OPTIONS,
@@ -323,13 +323,13 @@ def test_missing_model_dir_is_a_clear_start_error(tmp_path: Path) -> None:
 def test_directory_without_model_index_is_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelSetupError, match=r"no model_index\.json"):
-        DiffusersEngine.from_config(ModelConfig("m", "diffusers", (), {"source": str(tmp_path / "empty")}))
+        DiffusersEngine.from_options("m", {"source": str(tmp_path / "empty")})
 
 
 def test_max_references_above_the_family_limit_is_refused(tiny_models: dict[str, Path]) -> None:
     options = {"source": str(tiny_models["qwen-image-edit-plus"]), "max_references": 5}
     with pytest.raises(ModelSetupError, match="at most 3"):
-        DiffusersEngine.from_config(ModelConfig("m", "diffusers", (), options))
+        DiffusersEngine.from_options("m", options)
 
 
 def test_without_the_extra_the_engine_says_how_to_install(
@@ -337,7 +337,7 @@ def test_without_the_extra_the_engine_says_how_to_install(
 ) -> None:
     monkeypatch.setitem(sys.modules, "diffusers", None)  # as if the extra were not installed
     with pytest.raises(ModelSetupError, match=r"pip install 'seedream-server\[diffusers\]'"):
-        DiffusersEngine.from_config(ModelConfig("m", "diffusers", (), {"source": str(tiny_models["sdxl"])}))
+        DiffusersEngine.from_options("m", {"source": str(tiny_models["sdxl"])})
 
 
 WITHOUT_EXTRA = """
@@ -370,9 +370,7 @@ def test_the_server_starts_without_the_extra_and_a_diffusers_model_says_what_to_
 
 @module_loop
 async def test_hub_id_not_in_cache_fails_at_start_without_download(tmp_path: Path) -> None:
-    engine = DiffusersEngine.from_config(
-        ModelConfig("m", "diffusers", (), {"source": "seedream-tests/not-a-cached-model"})
-    )
+    engine = DiffusersEngine.from_options("m", {"source": "seedream-tests/not-a-cached-model"})
     with pytest.raises(ModelSetupError, match="allow_download"):
         await engine.start()
     await engine.aclose()
@@ -573,7 +571,7 @@ def test_closing_the_stream_cancels_the_rest_between_steps(live: ThreadServer) -
 @module_loop
 async def test_shutdown_stops_a_running_group_between_steps(tiny_models: dict[str, Path]) -> None:
     options = {"source": str(tiny_models["flux2-klein"]), "steps": 40, "native_pixels": 64 * 64}
-    engine = DiffusersEngine.from_config(ModelConfig("slow", "diffusers", (), options))
+    engine = DiffusersEngine.from_options("slow", options)
     await engine.start()
     tasks = tuple(ImageTask(index=i, prompt=f"city at night {i}", seed=i) for i in range(4))
     job = ImageJob(model="slow", tasks=tasks, width=1024, height=1024, group=True, request_id="shutdown")

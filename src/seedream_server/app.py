@@ -218,7 +218,7 @@ def build_engine(model: ModelConfig, extra: dict[str, EngineFactory] | None = No
         # imported here: torch and diffusers are an optional extra, needed only by a model that asks for them
         from .engines.diffusers import DiffusersEngine
 
-        return DiffusersEngine.from_config(model)
+        return DiffusersEngine.from_options(model.name, model.options)
     known = ", ".join(sorted({"preview", "diffusers", *(extra or {})}))
     raise ValueError(f"model {model.name!r}: unknown engine {model.engine!r} (available: {known})")
 

@@ -21,14 +21,13 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from PIL import Image
 
-from ...config import ModelConfig
 from ...errors import EngineError, SeedreamError, ServiceUnavailable
 from ..base import Engine, EngineCapabilities, ImageJob, ImageResult, ImageTask, Progress, ProgressHook
 from .families import ModelInfo, ModelSetupError, detect, group_references, native_size
@@ -77,8 +76,9 @@ class DiffusersEngine(Engine):
         self.progress_hooks.append(hook)
 
     @classmethod
-    def from_config(cls, model: ModelConfig) -> DiffusersEngine:
-        return cls(model.name, DiffusersOptions.parse(model.name, model.options))
+    def from_options(cls, name: str, options: Mapping[str, Any]) -> DiffusersEngine:
+        """Build from a model's name and its raw option table (``[[models]]`` keys beyond name/engine)."""
+        return cls(name, DiffusersOptions.parse(name, dict(options)))
 
     def _named(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Call ``fn``, prefixing a set-up error's message with this model's name."""
