@@ -16,7 +16,7 @@ so that it draws at 1024x1024, and ``steps = 4``. The script measures:
   hand-off to the worker thread, watermark, JPEG encode, base64, JSON and HTTP. It is measured on two
   servers: ``max_batch_size = 1`` (no batching) and ``8`` (a lone request also waits out the batch
   window, 10 ms by default). The server's own split, from its ``/metrics`` histograms, is printed next
-  to it: the finish stage (resize, watermark, encode) and the whole job less the generate stage.
+  to it: the encode stage (resize, watermark, encode) and the whole job less the generate stage.
 * **throughput**: 8 concurrent single-image requests, wall time from the first send to the last
   answer, best of ``--rounds``, on the same two servers ([server] ``max_concurrency = 8`` on both, so
   the only difference is dynamic batching).
@@ -127,7 +127,7 @@ def latency(server: LiveServer, pipe: Any, repeat: int) -> tuple[float, float]:
 
 
 def server_stages(server: LiveServer) -> dict[str, float]:
-    """Mean seconds of the server's own stages (generate, finish per image; request per job), from /metrics."""
+    """Mean seconds of the server's own stages (generate, encode per image; request per job), from /metrics."""
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
     pattern = re.compile(r'seedream_(stage|request)_seconds_(sum|count)\{(?:stage|model)="([^"]+)"\} (\S+)')
@@ -189,7 +189,7 @@ def main() -> None:
             print(
                 f"max_batch_size={batch}: bare {bare * 1000:.0f} ms, request {http * 1000:.0f} ms, "
                 f"ratio {http / bare:.3f}; server side: generate {stages['generate'] * 1000:.0f} ms, "
-                f"finish {stages['finish'] * 1000:.0f} ms, whole job {stages['request'] * 1000:.0f} ms; "
+                f"encode {stages['encode'] * 1000:.0f} ms, whole job {stages['request'] * 1000:.0f} ms; "
                 f"{args.requests} concurrent in {wall:.2f} s = {args.requests / wall:.2f} images/s",
                 flush=True,
             )
@@ -202,14 +202,14 @@ def main() -> None:
     )
     print()
     print(
-        "| max_batch_size | bare pipeline call | HTTP request (b64_json) | ratio | server: finish "
+        "| max_batch_size | bare pipeline call | HTTP request (b64_json) | ratio | server: encode "
         f"| server: job - generate | {args.requests} concurrent: wall | images/s |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for batch, row in results.items():
         print(
             f"| {batch} | {row['bare'] * 1000:.0f} ms | {row['http'] * 1000:.0f} ms | {row['http'] / row['bare']:.3f} "
-            f"| {row['finish'] * 1000:.0f} ms | {(row['request'] - row['generate']) * 1000:.0f} ms "
+            f"| {row['encode'] * 1000:.0f} ms | {(row['request'] - row['generate']) * 1000:.0f} ms "
             f"| {row['wall']:.2f} s | {args.requests / row['wall']:.2f} |"
         )
     gain = results[1]["wall"] / results[8]["wall"]

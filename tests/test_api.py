@@ -362,7 +362,7 @@ async def test_metrics_count_requests_and_images(client: httpx.AsyncClient) -> N
     text = response.text
     assert re.search(rf'^seedream_requests_total\{{model="{MODEL}",status="ok"\}} 1\.0$', text, re.M), text
     assert re.search(rf'^seedream_images_total\{{model="{MODEL}",outcome="succeeded"\}} 2\.0$', text, re.M)
-    for stage in ("plan", "generate", "finish"):
+    for stage in ("plan", "generate", "encode"):
         assert f'seedream_stage_seconds_count{{stage="{stage}"}}' in text
     assert "seedream_request_seconds_bucket" in text
     assert "seedream_queue_depth" in text

@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -529,6 +530,20 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
                                 "seed": {"type": "integer"},
                                 "sequential_image_generation": {"type": "string", "enum": ["auto", "disabled"]},
                                 "stream": {"type": "boolean"},
+                                "guidance_scale": {"type": "number"},
+                                "optimize_prompt_options": {
+                                    "type": "string",
+                                    "description": 'JSON object, e.g. {"mode": "fast"}',
+                                },
+                                "sequential_image_generation_options": {
+                                    "type": "string",
+                                    "description": 'JSON object {"max_images": N}, or send the flattened '
+                                    "field sequential_image_generation_options[max_images]",
+                                },
+                                "quality": {"type": "string", "description": "Accepted and ignored."},
+                                "style": {"type": "string", "description": "Accepted and ignored."},
+                                "user": {"type": "string", "description": "End-user id, logged."},
+                                "mask": {"type": "string", "format": "binary", "description": "Refused: 400."},
                             },
                         }
                     }
@@ -562,7 +577,15 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
     app.add_api_route("/api/v3/models", list_models, methods=["GET"], summary="Served models", name="ark_models")
 
     @app.head("/files/{name}", include_in_schema=False)
-    @app.get("/files/{name}", summary="A generated image behind a signed link")
+    @app.get(
+        "/files/{name}",
+        summary="A generated image behind a signed link",
+        responses={
+            200: {"content": {t: {} for t in CONTENT_TYPES.values()}, "description": "The image bytes."},
+            403: {"model": ErrorResponse, "description": "Missing, tampered or expired expires/signature."},
+            404: {"model": ErrorResponse, "description": "No such image, or deleted after retention."},
+        },
+    )
     async def get_file(name: str, expires: str | None = None, signature: str | None = None) -> FileResponse:
         path = storage.open_path(name, expires, signature)
         match = NAME_PATTERN.match(name)
@@ -592,6 +615,20 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
     async def get_metrics() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    def openapi() -> dict[str, Any]:
+        """The generated schema, less FastAPI's 422: validation failures are Ark 400s here."""
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

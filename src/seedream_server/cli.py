@@ -95,24 +95,32 @@ def serve(config_file: str | None, **overrides: Any) -> None:
     DrainingServer(config).run()
 
 
-@main.command()
-@_settings_options
-def models(config_file: str | None, **overrides: Any) -> None:
-    """List the models the server would serve, as JSON lines."""
-    settings = load_settings(config_file, overrides)
-    for model in settings.models:
-        click.echo(json.dumps({"id": model.name, "engine": model.engine, "aliases": list(model.aliases)}))
-
-
 _BY_NAME = {s.name: s for s in SETTINGS}
 
 
-def _store_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    for name in ("database_url", "data_dir"):
-        func = _option(_BY_NAME[name])(func)
-    return click.option(
-        "--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="TOML config file."
-    )(func)
+def _some_settings(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--config plus the named settings' options (for commands that need only a few)."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for name in reversed(names):
+            func = _option(_BY_NAME[name])(func)
+        return click.option(
+            "--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="TOML config file."
+        )(func)
+
+    return decorate
+
+
+_store_options = _some_settings("data_dir", "database_url")
+
+
+@main.command()
+@_some_settings("model_source", "model_name")
+def models(config_file: str | None, **overrides: Any) -> None:
+    """List the models the server would serve (from --config or --model-source), as JSON lines."""
+    settings = load_settings(config_file, overrides)
+    for model in settings.models:
+        click.echo(json.dumps({"id": model.name, "engine": model.engine, "aliases": list(model.aliases)}))
 
 
 def _open_store(config_file: str | None, overrides: dict[str, Any]) -> AccountStore:
@@ -256,10 +264,18 @@ def usage(since: str | None, key_name: str | None, config_file: str | None, **ov
 @click.option("--max-images", type=click.IntRange(1, 15), help="Group size cap (1 = a single image) [default: 15].")
 @click.option("--seed", type=int, default=-1, show_default=True, help="-1 = random.")
 @click.option("--watermark/--no-watermark", default=True, show_default=True, help="Visible AI生成 mark.")
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default=".", show_default=True)
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="Directory the images are saved in, as <index>.jpeg.",
+)
 @click.option("--server", help="Server URL, e.g. http://127.0.0.1:8000 [default: an in-process preview engine].")
 @click.option("--api-key", envvar="SEEDREAM_API_KEY", help="Bearer key for --server (env SEEDREAM_API_KEY).")
-@click.option("--model", default=DEFAULT_MODEL, show_default=True)
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model name or alias to ask for.")
 def generate(
     prompt: str,
     images: tuple[str, ...],

@@ -26,7 +26,7 @@ class Metrics:
         )
         self.stage_seconds = Histogram(
             "seedream_stage_seconds",
-            "Latency of each pipeline stage: references, plan, generate, finish, store.",
+            "Latency of each pipeline stage: fetch (references), plan, generate, encode, store.",
             ["stage"],
             buckets=_STAGE_BUCKETS,
             registry=self.registry,

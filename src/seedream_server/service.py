@@ -234,7 +234,7 @@ class ImageService:
         references = await load_references(list(request.images) or None, self.reference_policy)
         if references:
             await self.moderation.check_references((ref.image for ref in references), request.prompt)
-            self.metrics.stage_seconds.labels("references").observe(time.perf_counter() - started)
+            self.metrics.stage_seconds.labels("fetch").observe(time.perf_counter() - started)
 
         # 3. plan: delivered size, image count, per-image prompts and seeds
         started = time.perf_counter()
@@ -435,7 +435,7 @@ class ImageService:
         data = postprocess.encode_image(
             image, provenance=provenance, output_format=request.output_format, quality=self.settings.jpeg_quality
         )
-        self.metrics.stage_seconds.labels("finish").observe(time.perf_counter() - started)
+        self.metrics.stage_seconds.labels("encode").observe(time.perf_counter() - started)
         return data, image.width, image.height
 
     async def _deliver(self, prepared: PreparedJob, index: int, image: Image.Image) -> ImageDelivered:

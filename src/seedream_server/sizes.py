@@ -109,7 +109,7 @@ def parse_size(size: str, limits: SizeLimits) -> tuple[int, int] | str:
     if not limits.min_ratio <= ratio <= limits.max_ratio:
         raise InvalidParameter(
             f"The parameter `size` specified in the request is not valid: {size} has aspect ratio "
-            f"{ratio:.4g}; width / height must be within [1/16, 16].",
+            f"{ratio:.6g}; width / height must be within [1/16, 16].",
             param="size",
         )
     return width, height
