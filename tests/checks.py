@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from PIL import Image
 
-from seedream_server.engines.base import ImageJob, ImageResult
+from seedream_server.engines.base import EngineCapabilities, ImageJob, ImageResult
 from seedream_server.engines.preview import PreviewEngine
 from seedream_server.errors import EngineError
 from seedream_server.moderation import ImageCheck
@@ -44,3 +44,13 @@ class FlakyEngine(PreviewEngine):
                 raise EngineError("The backend crashed.")
             produced += 1
             yield result
+
+
+class BrokenEngine(PreviewEngine):
+    """A backend with a bug: reading its capabilities raises something no handler expects."""
+
+    kind = "broken"
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        raise RuntimeError("bug in an engine")

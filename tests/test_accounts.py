@@ -322,6 +322,24 @@ def test_usage_command(tmp_path: Path, database_url: str) -> None:
     assert code == 2 and "expected a duration" in err
 
 
+def test_usage_and_keys_list_print_markup_in_names_literally(tmp_path: Path, database_url: str) -> None:
+    store = AccountStore.open(tmp_path / "data", database_url)
+    store.record_usage(
+        [
+            UsageRecord("alice", "[/evil]", 1, 16384, "ok", 300, "r1"),
+            UsageRecord("[bold]mallory[/bold]", "[red]m", 1, 16384, "ok", 300, "r2"),
+        ]
+    )
+    store.create_key("carol", models=["[/evil]", "[link=http://x]y"])
+    store.close()
+    code, out, _ = cli(tmp_path, database_url, "usage")
+    assert code == 0, out
+    assert "[/evil]" in out and "[bold]mallory[/bold]" in out and "[red]m" in out
+    code, out, _ = cli(tmp_path, database_url, "keys", "list")
+    assert code == 0, out
+    assert "[/evil], [link=http://x]y" in out
+
+
 def test_parse_since() -> None:
     now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
     assert parse_since("1h", now) == now - timedelta(hours=1)

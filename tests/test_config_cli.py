@@ -9,7 +9,9 @@ tests below fail when they drift. Regenerate both with::
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -216,6 +218,69 @@ def test_bad_config_files_are_refused(tmp_path: Path, toml: str, message: str) -
         load_settings(config, environ={})
 
 
+@pytest.mark.parametrize(
+    ("name", "bad", "good"),
+    [
+        ("port", ["0", "65536", "-1"], ["1", "65535"]),
+        ("max_concurrency", ["0", "-1"], ["1"]),
+        ("max_queue", ["-1"], ["0"]),
+        ("jpeg_quality", ["0", "101"], ["1", "100"]),
+        ("retention_hours", ["0", "-1", "nan", "inf"], ["0.001"]),
+        ("sweep_interval_s", ["0", "-5"], ["0.5"]),
+        ("max_prompt_chars", ["0"], ["1"]),
+        ("max_body_bytes", ["1023", "0"], ["1024"]),
+        ("reference_max_bytes", ["0"], ["1"]),
+        ("reference_timeout_s", ["0", "-1"], ["0.1"]),
+        ("planner_timeout_s", ["0"], ["0.1"]),
+        ("shutdown_timeout_s", ["-1", "inf"], ["0"]),
+        ("log_level", ["verbose", ""], ["debug", "critical", "WARNING"]),
+        ("signing_secret", ["x" * 31], ["", "x" * 32]),
+    ],
+)
+def test_out_of_range_settings_are_refused(name: str, bad: list[str], good: list[str]) -> None:
+    variable = f"SEEDREAM_{name.upper()}"
+    for raw in bad:
+        with pytest.raises(ValueError, match=f"setting '{name}'"):
+            load_settings(environ={variable: raw})
+    for raw in good:
+        load_settings(environ={variable: raw})
+
+
+def test_zero_concurrency_from_the_environment_is_refused() -> None:
+    with pytest.raises(ValueError, match="'max_concurrency': must be at least 1, got 0"):
+        load_settings(environ={"SEEDREAM_MAX_CONCURRENCY": "0"})
+
+
+def test_range_checks_apply_however_settings_are_built(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        Settings(jpeg_quality=0)
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        Settings().with_overrides(jpeg_quality=0)
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        load_settings(overrides={"jpeg_quality": 0}, environ={})
+    config = tmp_path / "seedream.toml"
+    config.write_text("[server]\njpeg_quality = 0\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        load_settings(config, environ={})
+
+
+@pytest.mark.parametrize(
+    ("toml", "twice"),
+    [
+        ('[[models]]\nname = "a"\naliases = ["x"]\n[[models]]\nname = "b"\naliases = ["x"]\n', "x"),
+        ('[[models]]\nname = "a"\n[[models]]\nname = "a"\n', "a"),
+        ('[[models]]\nname = "a"\n[[models]]\nname = "b"\naliases = ["a"]\n', "a"),
+        ('[[models]]\nname = "a"\naliases = ["x", "x"]\n', "x"),
+        ('[[models]]\nname = "a"\naliases = ["a"]\n', "a"),
+    ],
+)
+def test_a_model_name_or_alias_used_twice_is_refused(tmp_path: Path, toml: str, twice: str) -> None:
+    config = tmp_path / "models.toml"
+    config.write_text(toml, encoding="utf-8")
+    with pytest.raises(ValueError, match=f"'{twice}' is used twice"):
+        load_settings(config, environ={})
+
+
 def test_models_from_toml(tmp_path: Path) -> None:
     config = tmp_path / "models.toml"
     config.write_text(
@@ -265,6 +330,51 @@ def test_serve_refuses_a_missing_config_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["serve", "--config", str(tmp_path / "missing.toml")])
     assert result.exit_code == 2
     assert "missing.toml" in result.output
+
+
+def test_serve_with_a_bad_setting_is_a_one_line_error_not_a_server(tmp_path: Path) -> None:
+    # a real process: it must exit at once, before binding a port or creating the data directory
+    data_dir = tmp_path / "data"
+    command = [sys.executable, "-m", "seedream_server.cli", "serve", "--max-concurrency", "0"]
+    result = subprocess.run(
+        [*command, "--data-dir", str(data_dir), "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 1, result
+    assert result.stdout == ""
+    assert result.stderr == "Error: setting 'max_concurrency': must be at least 1, got 0\n"
+    assert not data_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["models", "--config", "{config}"],
+        ["keys", "list", "--config", "{config}", "--data-dir", "{data}"],
+        ["keys", "create", "--name", "k", "--config", "{config}", "--data-dir", "{data}"],
+        ["usage", "--config", "{config}", "--data-dir", "{data}"],
+    ],
+)
+def test_other_commands_report_a_bad_config_cleanly(tmp_path: Path, args: list[str]) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[server]\nport = 0\n", encoding="utf-8")
+    argv = [a.format(config=config, data=tmp_path / "data") for a in args]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 1, result.output
+    assert "setting 'port': must be from 1 to 65535, got 0" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_config_file_that_is_not_toml_is_a_clean_error(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[server\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["models", "--config", str(config)])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ")
 
 
 def test_commands_are_click_commands() -> None:

@@ -23,6 +23,7 @@ from seedream_server.references import (
     ReferencePolicy,
     ReferenceRejected,
     UnsafeAddress,
+    _parse_url,
     check_address,
     load_references,
     parse_allowlist,
@@ -399,6 +400,19 @@ async def test_allowlisted_host_name_may_resolve_anywhere(srv: ImageServer) -> N
     assert "not allowed" in await refused(srv.url("/img/png"), policy)  # the address itself is not
 
 
+async def test_internationalised_host_is_resolved_and_allowlisted_in_idna_form(srv: ImageServer) -> None:
+    dns = FakeDNS({"xn--bcher-kva.de": ["127.0.0.1"]})
+    policy = ReferencePolicy(allowlist=parse_allowlist("bücher.de"))  # written either way, stored as IDNA
+    assert policy.allowlist == ("xn--bcher-kva.de",)
+    [ref] = await load_references(srv.url("/img/png", host="bücher.de"), policy, resolver=dns)
+    assert ref.format == "png"
+    assert dns.calls == [("xn--bcher-kva.de", srv.port)]
+    assert srv.hosts == [f"xn--bcher-kva.de:{srv.port}"]
+    # not allowlisted: resolved (in IDNA form) and refused for the loopback address, never connected
+    message = await refused(srv.url("/img/png", host="BÜCHER.de"), ReferencePolicy(), resolver=dns)
+    assert "'xn--bcher-kva.de' resolves to address 127.0.0.1 is not allowed: loopback" in message
+
+
 async def test_unresolvable_host(srv: ImageServer) -> None:
     async def fail(host: str, port: int) -> Sequence[IPAddress]:
         raise OSError("no such host")
@@ -528,6 +542,18 @@ def test_parse_allowlist() -> None:
         "images.internal",
     )
     assert parse_allowlist("") == ()
+
+
+@pytest.mark.parametrize("url", ["http://bücher.de/a.png", "http://xn--bcher-kva.de/a.png", "https://BÜCHER.de./a.png"])
+def test_internationalised_domain_names_parse_to_their_idna_form(url: str) -> None:
+    target = _parse_url(url, ReferencePolicy())  # pure: no resolution, no connection
+    assert target.host == "xn--bcher-kva.de"
+    assert target.addresses == ()
+    assert target.url.raw_host.rstrip(b".") == b"xn--bcher-kva.de"
+
+
+def test_parse_allowlist_puts_host_names_in_idna_form() -> None:
+    assert parse_allowlist("Bücher.de., xn--bcher-kva.de") == ("xn--bcher-kva.de", "xn--bcher-kva.de")
 
 
 @pytest.mark.parametrize("spec", ["10.0.0.0/33", "0177.0.0.1", "2130706433", "300.1.1.1", "a..b", "host/8", "*.x"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import re
 import stat
@@ -137,11 +138,10 @@ async def test_expired_link_is_403(client: httpx.AsyncClient, storage: LocalStor
     assert "expired" in response.json()["error"]["message"]
 
 
-async def test_negative_retention_gives_links_that_are_already_expired(settings: Settings) -> None:
-    app = create_app(settings.with_overrides(retention_hours=-1.0))
-    async with started(app) as client:
-        url = await make_url(client)
-        assert_denied(await client.get(url))
+@pytest.mark.parametrize("hours", [0.0, -1.0, float("nan"), float("inf")])
+def test_retention_must_be_a_positive_number(settings: Settings, hours: float) -> None:
+    with pytest.raises(ValueError, match="retention_hours"):  # it used to give links that were born expired
+        settings.with_overrides(retention_hours=hours)
 
 
 async def test_short_retention_link_expires(settings: Settings) -> None:
@@ -337,8 +337,69 @@ def test_secret_is_created_once_with_private_mode(tmp_path: Path) -> None:
     assert mode == 0o600
     assert load_or_create_secret(tmp_path / "d") == first
     assert load_or_create_secret(tmp_path / "e") != first
-    assert load_or_create_secret(tmp_path / "f", "configured") == b"configured"
+    configured = "a-configured-secret-of-32-bytes!"
+    assert load_or_create_secret(tmp_path / "f", configured) == configured.encode()
     assert not (tmp_path / "f" / "secret.key").exists()
+    assert [p.name for p in (tmp_path / "d").iterdir()] == ["secret.key"]  # no temp file left behind
+
+
+def test_signature_that_is_not_lowercase_hex_is_refused_before_comparing() -> None:
+    signer = UrlSigner(b"s" * 32)
+    signature = signer.signature(NAME, 2000)
+    # hmac.compare_digest(str, str) raises TypeError for non-ASCII text: these must be AccessDenied
+    for bad in ("é", "é" * 64, signature[:-1] + "é", signature.upper(), "g" * 64, signature + "0", " " + signature):
+        with pytest.raises(AccessDenied, match="signature"):
+            signer.verify(NAME, "2000", bad, now=0)
+    signer.verify(NAME, "2000", signature, now=0)
+
+
+async def test_non_ascii_signature_is_403_not_500(client: httpx.AsyncClient) -> None:
+    path, expires, _ = link_parts(await make_url(client))
+    for raw in ("%C3%A9", "%C3%A9" * 64, "%FF", "%00" * 64):
+        assert_denied(await client.get(f"{path}?expires={expires}&signature={raw}"))
+
+
+@pytest.mark.parametrize("content", [b"", b"\n", b"short-secret\n", b"x" * 31])
+def test_a_stored_secret_shorter_than_32_bytes_is_refused(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "secret.key").write_bytes(content)
+    with pytest.raises(ValueError, match="at least 32"):
+        load_or_create_secret(tmp_path)
+    assert (tmp_path / "secret.key").read_bytes() == content  # left for the operator to fix
+
+
+def test_a_configured_secret_shorter_than_32_bytes_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="signing_secret"):
+        load_or_create_secret(tmp_path, "x" * 31)
+    assert load_or_create_secret(tmp_path, "x" * 32) == b"x" * 32
+
+
+_race_barrier: Any = None
+
+
+def _init_race(barrier: Any) -> None:
+    global _race_barrier
+    _race_barrier = barrier
+
+
+def _race_for_the_secret(data_dir: str) -> bytes:
+    """In a worker process: start together with the others, then load or create the secret."""
+    _race_barrier.wait(30)
+    return load_or_create_secret(Path(data_dir))
+
+
+def test_processes_starting_on_a_fresh_data_dir_agree_on_one_secret(tmp_path: Path) -> None:
+    workers = 4
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(workers)
+    with context.Pool(workers, initializer=_init_race, initargs=(barrier,)) as pool:
+        for trial in range(25):  # the old shared-temp-file code failed about one trial in four
+            data_dir = tmp_path / f"trial{trial}" / "data"  # the parent does not exist yet either
+            secrets_ = pool.map_async(_race_for_the_secret, [str(data_dir)] * workers, chunksize=1).get(60)
+            stored = (data_dir / "secret.key").read_bytes()
+            assert len(stored) == 64
+            assert secrets_ == [stored] * workers, trial
+            assert [p.name for p in data_dir.iterdir()] == ["secret.key"], trial
+            assert stat.S_IMODE((data_dir / "secret.key").stat().st_mode) == 0o600
 
 
 async def test_links_survive_a_restart_with_the_same_data_dir(settings: Settings) -> None:

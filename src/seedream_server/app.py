@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,6 +33,7 @@ from .engines.base import Engine, Progress, ProgressHook
 from .engines.preview import PreviewEngine
 from .errors import (
     AuthenticationError,
+    ClientDisconnected,
     EngineError,
     InvalidParameter,
     NotFoundError,
@@ -65,6 +66,8 @@ from .storage import LocalStorage, UrlSigner, load_or_create_secret
 from .storage.base import CONTENT_TYPES, NAME_PATTERN
 
 log = logging.getLogger("seedream_server.app")
+
+_T = TypeVar("_T")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -257,22 +260,46 @@ async def _collect(service: ImageService, prepared: PreparedJob) -> dict[str, An
     data: list[dict[str, Any]] = []
     failures: list[SeedreamError] = []
     usage: dict[str, int] = {}
-    async for event in service.run(prepared):
-        if isinstance(event, ImageDelivered):
-            data.append(_item(event))
-        elif isinstance(event, ImageFailed):
-            failures.append(event.error)
-            data.append({"error": _failure(event.error)})
-        elif isinstance(event, JobAborted):
-            if event.usage.generated_images == 0:
-                raise event.error
-            data.append({"error": _failure(event.error)})
-            usage = event.usage.as_dict()
-        elif isinstance(event, JobCompleted):
-            usage = event.usage.as_dict()
+    aborted: SeedreamError | None = None
+    async with contextlib.aclosing(service.run(prepared)) as events:
+        async for event in events:
+            if isinstance(event, ImageDelivered):
+                data.append(_item(event))
+            elif isinstance(event, ImageFailed):
+                failures.append(event.error)
+                data.append({"error": _failure(event.error)})
+            elif isinstance(event, JobAborted):
+                aborted = event.error
+                data.append({"error": _failure(event.error)})
+                usage = event.usage.as_dict()
+            elif isinstance(event, JobCompleted):
+                usage = event.usage.as_dict()
+    if aborted is not None and usage.get("generated_images", 0) == 0:
+        raise aborted
     if usage.get("generated_images", 0) == 0:
         raise failures[0] if failures else EngineError("No image was generated.")
     return {"model": prepared.request.model, "created": prepared.created, "data": data, "usage": usage}
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[_T]) -> _T:
+    """Await ``work``, cancelling it when the client disconnects (its job then settles as cancelled)."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(watcher, task, return_exceptions=True)  # let the job settle as cancelled
+    if task.cancelled():
+        raise ClientDisconnected("The client disconnected before the response was ready.")
+    return task.result()
 
 
 def _sse(event_type: str, payload: dict[str, Any]) -> ServerSentEvent:
@@ -375,6 +402,10 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
             state["draining"] = True
             sweeper.cancel()
             await asyncio.gather(sweeper, return_exceptions=True)
+            # jobs cut off by the server's shutdown timeout unwind in their own tasks: let them settle
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await service.wait_idle()
             for served in models.values():
                 await served.engine.aclose()
             await storage.aclose()
@@ -405,9 +436,11 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
         key: ApiKey | None = getattr(request.state, "api_key", None)
         if settings.auth and key is None:
             return
-        name = str(model or getattr(request.state, "model", None) or "-")
-        with contextlib.suppress(NotFoundError):
-            name = service.resolve_model(name).name
+        raw = model or getattr(request.state, "model", None)
+        try:  # only served names reach the ledger, never what a client made up
+            name = service.resolve_model(str(raw)).name if raw else "-"
+        except NotFoundError:
+            name = "-"
         started = getattr(request.state, "started", None)
         elapsed_ms = round((time.perf_counter() - started) * 1000) if started is not None else 0
         key_name = key.name if key is not None else NO_KEY
@@ -441,7 +474,11 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
         log.exception("unhandled error request_id=%s", _request_id(request))
         error = SeedreamError("The service encountered an unexpected internal error.")
         record_refusal(request, error)
-        return _error_response(error, _request_id(request))
+        # this handler runs outside RequestIdMiddleware (in Starlette's ServerErrorMiddleware): add its part here
+        response = _error_response(error, _request_id(request))
+        response.headers["X-Request-Id"] = _request_id(request)
+        metrics.responses.labels("500").inc()
+        return response
 
     # 4. routes
     async def generate(request: Request, body: ImageGenerationRequest) -> Response:
@@ -457,7 +494,7 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
                 _stream(service, prepared), sep="\n", ping=15, on_close=lambda: service.abandon(prepared)
             )
         try:
-            return JSONResponse(await _collect(service, prepared))
+            return JSONResponse(await _unless_disconnected(request, _collect(service, prepared)))
         finally:
             service.abandon(prepared)  # a no-op when the job ran
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
-from .config import DEFAULT_MODEL, SETTINGS, Setting, load_settings
+from .config import DEFAULT_MODEL, SETTINGS, Setting, Settings, load_settings
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -50,6 +50,14 @@ def _configure_logging(level: str) -> None:
     )
 
 
+def _load_settings(config_file: str | None, overrides: dict[str, Any]) -> Settings:
+    """``load_settings``, with a bad setting or config file as a one-line error instead of a traceback."""
+    try:
+        return load_settings(config_file, overrides)
+    except (ValueError, OSError) as exc:  # tomllib.TOMLDecodeError is a ValueError
+        raise click.ClickException(str(exc)) from exc
+
+
 @click.group()
 @click.version_option(__version__, prog_name="seedream")
 def main() -> None:
@@ -64,14 +72,17 @@ def serve(config_file: str | None, **overrides: Any) -> None:
 
     from .app import create_app
 
-    settings = load_settings(config_file, overrides)
+    settings = _load_settings(config_file, overrides)
     _configure_logging(settings.log_level)
     log = logging.getLogger("seedream_server")
     for model in settings.models:
         aliases = f" (aliases: {', '.join(model.aliases)})" if model.aliases else ""
         note = " - PREVIEW engine: placeholder images, not a real model" if model.engine == "preview" else ""
         log.info("serving model %s on engine %s%s%s", model.name, model.engine, aliases, note)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except (ValueError, OSError) as exc:  # e.g. an unknown engine, a bad allowlist, an empty secret.key
+        raise click.ClickException(f"cannot start the server: {exc}") from exc
     log.info("listening on http://%s:%d (links: %s)", settings.host, settings.port, settings.base_url)
     # graceful shutdown: on SIGTERM the app refuses new requests (503) while uvicorn stops accepting
     # connections and lets in-flight requests, streams included, finish for up to shutdown_timeout_s
@@ -118,7 +129,7 @@ _store_options = _some_settings("data_dir", "database_url")
 @_some_settings("model_source", "model_name")
 def models(config_file: str | None, **overrides: Any) -> None:
     """List the models the server would serve (from --config or --model-source), as JSON lines."""
-    settings = load_settings(config_file, overrides)
+    settings = _load_settings(config_file, overrides)
     for model in settings.models:
         click.echo(json.dumps({"id": model.name, "engine": model.engine, "aliases": list(model.aliases)}))
 
@@ -126,7 +137,7 @@ def models(config_file: str | None, **overrides: Any) -> None:
 def _open_store(config_file: str | None, overrides: dict[str, Any]) -> AccountStore:
     from .accounts import AccountStore
 
-    settings = load_settings(config_file, overrides)
+    settings = _load_settings(config_file, overrides)
     try:
         return AccountStore.open(settings.data_dir, settings.database_url)
     except Exception as exc:
@@ -157,7 +168,7 @@ def keys_create(name: str, ipm: int, models: str, config_file: str | None, **ove
     """Create a key and print it as the last line of stdout. Only its hash is stored."""
     from .accounts import AccountError
 
-    known = {n for m in load_settings(config_file, overrides).models for n in (m.name, *m.aliases)}
+    known = {n for m in _load_settings(config_file, overrides).models for n in (m.name, *m.aliases)}
     unknown = sorted({m.strip() for m in models.split(",") if m.strip()} - known)
     if unknown:
         click.echo(f"warning: not served with this configuration: {', '.join(unknown)}", err=True)
@@ -178,6 +189,7 @@ def keys_create(name: str, ipm: int, models: str, config_file: str | None, **ove
 @_store_options
 def keys_list(config_file: str | None, **overrides: Any) -> None:
     """List keys: name, prefix, limit, models, created, revoked (never the keys themselves)."""
+    from rich.markup import escape
     from rich.table import Table
 
     store = _open_store(config_file, overrides)
@@ -188,7 +200,8 @@ def keys_list(config_file: str | None, **overrides: Any) -> None:
     table = Table("name", "prefix", "ipm", "models", "created", "revoked")
     for key in rows:
         models = ", ".join(key.models) or "all"
-        table.add_row(key.name, key.prefix + "…", str(key.ipm), models, _when(key.created_at), _when(key.revoked_at))
+        cells = (key.name, key.prefix + "…", str(key.ipm), models)
+        table.add_row(*(escape(c) for c in cells), _when(key.created_at), _when(key.revoked_at))
     _console().print(table if rows else "No API keys.")
 
 
@@ -232,6 +245,7 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
 @_store_options
 def usage(since: str | None, key_name: str | None, config_file: str | None, **overrides: Any) -> None:
     """Summarise the usage ledger per key and model: requests, images, tokens, errors."""
+    from rich.markup import escape
     from rich.table import Table
 
     start = parse_since(since) if since else None
@@ -249,7 +263,8 @@ def usage(since: str | None, key_name: str | None, config_file: str | None, **ov
         table.add_column(column, justify="right")
     for row in rows:
         numbers = (row.requests, row.images, row.tokens, row.errors, row.cancelled)
-        table.add_row(row.key_name, row.model, *(f"{n:,}" for n in numbers))
+        # names come from the ledger as recorded: "[/x]" must print as text, not be read as Rich markup
+        table.add_row(escape(row.key_name), escape(row.model), *(f"{n:,}" for n in numbers))
     if len(rows) > 1:
         totals = [sum(getattr(r, f) for r in rows) for f in ("requests", "images", "tokens", "errors", "cancelled")]
         table.add_section()
@@ -291,6 +306,7 @@ def generate(
     """Generate images for PROMPT, streaming them into --out as they arrive (groups in auto mode)."""
     import asyncio
 
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from .client import GenerateOptions, Saved
@@ -324,16 +340,16 @@ def generate(
         def report(item: Saved) -> None:
             progress.advance(task)
             if item.path is not None:
-                progress.console.print(f"[green]#{item.index}[/] {item.size} -> {item.path}")
+                progress.console.print(f"[green]#{item.index}[/] {escape(str(item.size))} -> {escape(str(item.path))}")
             else:
-                progress.console.print(f"[red]#{item.index}[/] failed: {item.error}")
+                progress.console.print(f"[red]#{item.index}[/] failed: {escape(str(item.error))}")
 
         try:
             saved = asyncio.run(run_generate(options, report))
         except (RuntimeError, OSError) as exc:
             raise click.ClickException(str(exc)) from exc
     done = sum(1 for item in saved if item.path is not None)
-    console.print(f"{done} of {len(saved)} images saved in {options.out_dir}")
+    console.print(f"{done} of {len(saved)} images saved in {escape(str(options.out_dir))}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,7 @@ with none, the preview engine serves the Seedream model ids.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -34,7 +35,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("auth", bool, True, "Require API keys. Turn off with --no-auth (a warning is logged).", "--auth/--no-auth"),
     Setting("retention_hours", float, 24.0, "How long generated images and their links stay valid."),
     Setting("sweep_interval_s", float, 600.0, "How often the sweeper deletes images past retention."),
-    Setting("signing_secret", str, "", "HMAC secret for file links; default: generated once into DATA_DIR/secret.key."),
+    Setting(
+        "signing_secret",
+        str,
+        "",
+        "HMAC secret for file links, at least 32 bytes; default: generated once into DATA_DIR/secret.key.",
+    ),
     Setting("max_prompt_chars", int, 4000, "Hard limit on prompt length in characters."),
     Setting(
         "max_body_bytes",
@@ -43,7 +49,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest accepted request body (JSON or multipart, references included); larger ones get a 400.",
     ),
     Setting("watermark_text", str, "AI生成", "Text of the visible watermark (glyphs must be in the shipped font)."),
-    Setting("jpeg_quality", int, 90, "JPEG quality of delivered images (1-95)."),
+    Setting("jpeg_quality", int, 90, "JPEG quality of delivered images (1-100; above 95 mostly makes files larger)."),
     Setting("reference_max_bytes", int, 10 * 1024 * 1024, "Largest accepted reference image, in bytes."),
     Setting(
         "reference_allowlist",
@@ -101,7 +107,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("planner_model", str, "", "Chat model name for the LLM group planner."),
     Setting("planner_api_key", str, "", "API key for the LLM group planner endpoint."),
     Setting("planner_timeout_s", float, 10.0, "Timeout of one LLM planner call; on failure the rule planner decides."),
-    Setting("log_level", str, "info", "Log level: debug, info, warning, error."),
+    Setting("log_level", str, "info", "Log level: debug, info, warning, error or critical."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -122,6 +128,22 @@ class ModelConfig:
 
 def default_models() -> tuple[ModelConfig, ...]:
     return (ModelConfig(name=DEFAULT_MODEL, engine="preview", aliases=DEFAULT_ALIASES),)
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+MIN_SECRET_BYTES = 32  # the same bound as storage.signing's, which also checks a stored secret.key
+# (setting, lowest, highest or None): inclusive bounds checked when Settings is built
+_RANGES: tuple[tuple[str, float, float | None], ...] = (
+    ("port", 1, 65535),
+    ("max_concurrency", 1, None),
+    ("max_queue", 0, None),  # 0: no waiting, a request beyond max_concurrency gets 429 at once
+    ("jpeg_quality", 1, 100),
+    ("max_prompt_chars", 1, None),
+    ("max_body_bytes", 1024, None),
+    ("reference_max_bytes", 1, None),
+    ("shutdown_timeout_s", 0, None),
+)
+_POSITIVE = ("retention_hours", "sweep_interval_s", "reference_timeout_s", "planner_timeout_s")
 
 
 @dataclass(frozen=True)
@@ -158,6 +180,35 @@ class Settings:
     planner_timeout_s: float = 10.0
     log_level: str = "info"
     models: tuple[ModelConfig, ...] = field(default_factory=default_models)
+
+    def __post_init__(self) -> None:
+        for name, low, high in _RANGES:
+            value = getattr(self, name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"setting {name!r}: must be a finite number, got {value!r}")
+            if value < low or (high is not None and value > high):
+                bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+                raise ValueError(f"setting {name!r}: must be {bounds}, got {value!r}")
+        for name in _POSITIVE:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"setting {name!r}: must be a finite number above 0, got {value!r}")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ValueError(f"setting 'log_level': must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if self.signing_secret and len(self.signing_secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"setting 'signing_secret': must be at least {MIN_SECRET_BYTES} bytes, "
+                f"got {len(self.signing_secret.encode())}"
+            )
+        seen: dict[str, str] = {}
+        for model in self.models:
+            for served in (model.name, *model.aliases):
+                if served in seen:
+                    raise ValueError(
+                        f"config: model name or alias {served!r} is used twice (by {seen[served]!r} and "
+                        f"{model.name!r}); each must be unique across all models"
+                    )
+                seen[served] = model.name
 
     @property
     def base_url(self) -> str:

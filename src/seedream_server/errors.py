@@ -17,6 +17,7 @@ envelope ``{"error": {"code", "message", "param", "type"}}``; anything else beco
     ├── RateLimitError (429)
     │   ├── IpmRateLimitExceeded (ModelAccountIpmRateLimitExceeded)
     │   └── ServerOverloaded
+    ├── ClientDisconnected (499, never seen by the client that left)
     ├── ServiceUnavailable (503)
     └── InternalServiceError (500)
         └── EngineError  (a backend failed while generating)
@@ -108,6 +109,14 @@ class IpmRateLimitExceeded(RateLimitError):
 
 class ServerOverloaded(RateLimitError):
     code = "ServerOverloaded"
+
+
+class ClientDisconnected(SeedreamError):
+    """The client went away before its response was ready; its job was cancelled."""
+
+    status = 499
+    code = "ClientDisconnected"
+    type = "client_closed_request"
 
 
 class ServiceUnavailable(SeedreamError):

@@ -56,6 +56,7 @@ _FORMATS: Final = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 # --- resize -----------------------------------------------------------------------------------
 
 
+# Not references._to_rgb: that one also rescales 16-bit and float decodes, and flattens fewer modes.
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Return ``image`` as RGB; transparent areas are flattened onto white."""
     if image.mode == "RGB":

@@ -97,12 +97,17 @@ class ImageGenerationRequest(BaseModel):
         json_schema_extra=_EXT,
     )
     quality: str | None = Field(
-        default=None, description="OpenAI extension: accepted and ignored.", json_schema_extra=_EXT
+        default=None, max_length=64, description="OpenAI extension: accepted and ignored.", json_schema_extra=_EXT
     )
     style: str | None = Field(
-        default=None, description="OpenAI extension: accepted and ignored.", json_schema_extra=_EXT
+        default=None, max_length=64, description="OpenAI extension: accepted and ignored.", json_schema_extra=_EXT
     )
-    user: str | None = Field(default=None, description="OpenAI extension: end-user id, logged.", json_schema_extra=_EXT)
+    user: str | None = Field(
+        default=None,
+        max_length=256,
+        description="OpenAI extension: end-user id (at most 256 characters), logged.",
+        json_schema_extra=_EXT,
+    )
     output_format: Literal["jpeg", "png", "webp"] | None = Field(
         default=None,
         description="OpenAI extension: jpeg (default), png or webp.",

@@ -319,12 +319,22 @@ def parse_host(host: str) -> IPAddress | None:
         raise ReferenceRejected(f"invalid IPv4 address {host!r}") from exc
 
 
+def _ascii_host(name: str) -> str:
+    """The IDNA form of a Unicode host name (``bücher.de`` -> ``xn--bcher-kva.de``); else ``name``."""
+    if name.isascii():
+        return name
+    try:
+        return httpx.URL(scheme="http", host=name).raw_host.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        return name  # refused below as not a host name
+
+
 def parse_allowlist(spec: str | Iterable[str]) -> tuple[AllowEntry, ...]:
     """Parse ``"127.0.0.1/32,10.0.0.0/8,images.internal"`` (or a list of entries).
 
-    A bare address means its /32 or /128. Host names are lowercased and matched exactly against the
-    URL's host; such a host may resolve anywhere. Raises ValueError for an entry that is neither a
-    network in canonical notation nor a valid host name.
+    A bare address means its /32 or /128. Host names are lowercased, put in IDNA form (``xn--...``) and
+    matched exactly against the URL's host, in the same form; such a host may resolve anywhere. Raises
+    ValueError for an entry that is neither a network in canonical notation nor a valid host name.
     """
     items = spec.replace(",", " ").split() if isinstance(spec, str) else [s.strip() for s in spec]
     entries: list[AllowEntry] = []
@@ -336,7 +346,7 @@ def parse_allowlist(spec: str | Iterable[str]) -> tuple[AllowEntry, ...]:
             continue
         except ValueError:
             pass
-        name = item.lower().rstrip(".")
+        name = _ascii_host(item.lower().rstrip("."))
         try:
             looks_numeric = "/" in name or parse_host(name) is not None
         except ReferenceRejected:
@@ -403,6 +413,8 @@ def _check_size(width: int, height: int, policy: ReferencePolicy) -> None:
         )
 
 
+# Not postprocess._to_rgb: decoded uploads may be 16-bit or float (I;16, I, F), scaled to 8 bits here, and
+# a grey image's "transparency" key is dropped, not flattened; engine outputs need neither.
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
@@ -521,7 +533,9 @@ def _parse_url(text: str, policy: ReferencePolicy, *, base: httpx.URL | None = N
         )
     if url.userinfo:
         raise ReferenceRejected("URLs with user info (user:password@) are not allowed")
-    host = url.host
+    # the IDNA (punycode) form, as DNS, SNI, the Host header and the allowlist see it: url.host is the
+    # Unicode form ("bücher.de"), which the host-name check below would always refuse
+    host = url.raw_host.decode("ascii")
     if not host:
         raise ReferenceRejected("URL has no host")
     port = url.port or (443 if url.scheme == "https" else 80)

@@ -15,7 +15,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 import anyio
@@ -172,6 +172,9 @@ class ImageService:
         moderation: Moderation | None = None,
         accounts: Accounts | None = None,
     ) -> None:
+        self._running = 0  # jobs inside run()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.moderation = moderation or Moderation()
         self.accounts = accounts
         self.settings = settings
@@ -184,6 +187,10 @@ class ImageService:
         for served in models.values():
             for name in (served.name, *served.aliases):
                 self._lookup[name] = served
+
+    async def wait_idle(self) -> None:
+        """Wait until no job is running (for shutdown, so every job settles its ledger row first)."""
+        await self._idle.wait()
 
     def resolve_model(self, name: str) -> ServedModel:
         served = self._lookup.get(name)
@@ -205,7 +212,23 @@ class ImageService:
         served = self.resolve_model(request.model)
         if key is not None:
             self.check_access(key, served)
-        served.check_capacity()
+            if self.accounts is not None:  # a spent key is refused before any work (the real reservation follows)
+                self.accounts.reserve(key, 1).settle(0)
+        served.admit()  # a queue place from the start: references and planning count against capacity
+        try:
+            return await self._prepare_admitted(request, request_id, key, served, prepare_started)
+        except BaseException:
+            served.leave()
+            raise
+
+    async def _prepare_admitted(
+        self,
+        request: GenerationRequest,
+        request_id: str,
+        key: ApiKey | None,
+        served: ServedModel,
+        prepare_started: float,
+    ) -> PreparedJob:
         caps = served.engine.capabilities
         if len(request.prompt) > self.settings.max_prompt_chars:
             raise InvalidParameter(
@@ -262,17 +285,12 @@ class ImageService:
         )
         self.metrics.stage_seconds.labels("plan").observe(time.perf_counter() - started)
 
-        # 7a. account up front: reserve the planned images against the key, take a place in the queue
+        # 7a. account up front: reserve the planned images against the key (the queue place is held already)
         ticket = JobTicket(key_name=key.name if key is not None else NO_KEY, started=prepare_started)
         if key is not None and self.accounts is not None:
             ticket.reservation = self.accounts.reserve(key, len(tasks))
-        try:
-            served.admit()
-        except ServerOverloaded:
-            if ticket.reservation is not None:
-                ticket.reservation.settle(0)
-            raise
         ticket.admitted = True
+        log.debug("request_id=%s planned %d image(s): %s", request_id, len(tasks), reason)
         return PreparedJob(request, request_id, served, job, int(time.time()), reason, ticket)
 
     def check_access(self, key: ApiKey, served: ServedModel) -> None:
@@ -313,7 +331,7 @@ class ImageService:
                 )
             )
 
-    async def run(self, prepared: PreparedJob) -> AsyncIterator[Event]:
+    async def run(self, prepared: PreparedJob) -> AsyncGenerator[Event, None]:
         """Steps 4-7: generate, finish, deliver, account; one event per image, then a final event."""
         request, served = prepared.request, prepared.served
         delivered = tokens = 0
@@ -323,6 +341,8 @@ class ImageService:
         queue: asyncio.Queue[ImageResult | BaseException | None] = asyncio.Queue(maxsize=1)
         producer = asyncio.create_task(self._produce(prepared, queue))
         self.metrics.inflight.inc()
+        self._running += 1
+        self._idle.clear()
         try:
             while True:
                 item = await queue.get()
@@ -345,13 +365,19 @@ class ImageService:
                     continue
                 try:
                     await self.moderation.check_output(item.image, prepared.job.tasks[item.index].prompt)
+                    # 5-6. finish and deliver
+                    event = await self._deliver(prepared, item.index, item.image)
                 except SensitiveContentDetected as refused:
                     first_failure = first_failure or refused.code
                     self.metrics.images.labels(served.name, "failed").inc()
                     yield ImageFailed(item.index, refused)
                     continue
-                # 5-6. finish and deliver
-                event = await self._deliver(prepared, item.index, item.image)
+                except Exception as exc:  # an image check, encoder or storage failed: stop the group
+                    log.error("delivery failure request_id=%s", prepared.request_id, exc_info=exc)
+                    error = exc if isinstance(exc, SeedreamError) else EngineError("Delivering the image failed.")
+                    status = error.code
+                    yield JobAborted(error, Usage(delivered, tokens))
+                    return
                 delivered += 1
                 tokens += image_tokens(event.width, event.height)
                 self.metrics.images.labels(served.name, "succeeded").inc()
@@ -359,7 +385,8 @@ class ImageService:
             # 7. account
             yield JobCompleted(Usage(delivered, tokens))
         except (asyncio.CancelledError, GeneratorExit):
-            status = "cancelled"
+            if status == "ok":  # closed after an abort keeps the abort's code
+                status = "cancelled"
             raise
         finally:
             # the caller may be cancelled (client gone): clean up and account inside a shield, since
@@ -368,11 +395,13 @@ class ImageService:
             with anyio.CancelScope(shield=True):
                 await asyncio.gather(producer, return_exceptions=True)
             self.metrics.inflight.dec()
+            if status == "ok" and delivered == 0 and first_failure:
+                status = first_failure
             elapsed = time.perf_counter() - started
             self.metrics.requests.labels(served.name, status).inc()
             self.metrics.request_seconds.labels(served.name).observe(elapsed)
             log.info(
-                "request_id=%s model=%s images=%d/%d status=%s duration_ms=%.0f user=%s",
+                "request_id=%s model=%s images=%d/%d status=%s duration_ms=%.0f user=%r",
                 prepared.request_id,
                 served.name,
                 delivered,
@@ -381,9 +410,10 @@ class ImageService:
                 elapsed * 1000,
                 request.user or "-",
             )
-            if status == "ok" and delivered == 0 and first_failure:
-                status = first_failure
             self._settle(prepared, delivered, tokens, status)
+            self._running -= 1
+            if self._running == 0:
+                self._idle.set()
 
     async def _produce(self, prepared: PreparedJob, queue: asyncio.Queue[ImageResult | BaseException | None]) -> None:
         """Step 4: run the engine in a slot, handing results over one at a time."""
@@ -418,7 +448,7 @@ class ImageService:
             if waiting:
                 gauge.dec()
 
-    def _finish(self, prepared: PreparedJob, index: int, image: Image.Image, name: str) -> tuple[bytes, int, int]:
+    def _finish(self, prepared: PreparedJob, image: Image.Image, name: str) -> tuple[bytes, int, int]:
         """Step 5 (in a worker thread): resize, watermark, provenance, encode."""
         request, job = prepared.request, prepared.job
         started = time.perf_counter()
@@ -441,7 +471,7 @@ class ImageService:
     async def _deliver(self, prepared: PreparedJob, index: int, image: Image.Image) -> ImageDelivered:
         """Steps 5-6: finish off the event loop, then store durably (or inline as base64)."""
         name = f"{prepared.request_id}_{index}"
-        data, width, height = await asyncio.to_thread(self._finish, prepared, index, image, name)
+        data, width, height = await asyncio.to_thread(self._finish, prepared, image, name)
         if prepared.request.response_format == "b64_json":
             return ImageDelivered(index, width, height, b64_json=base64.b64encode(data).decode("ascii"))
         started = time.perf_counter()
