@@ -51,7 +51,7 @@ from .protocol import (
     to_generation_request,
     translate_validation_error,
 )
-from .references import ReferencePolicy, parse_allowlist, sniff_format
+from .references import ReferencePolicy, sniff_format
 from .service import (
     Event,
     ImageDelivered,
@@ -358,11 +358,7 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
     }
     for served in models.values():  # progress from engines' step callbacks feeds a metric
         served.engine.add_progress_hook(_count_step(metrics, served.name))
-    policy = ReferencePolicy(
-        max_bytes=settings.reference_max_bytes,
-        read_timeout=settings.reference_timeout_s,
-        allowlist=parse_allowlist(settings.reference_allowlist),
-    )
+    policy = ReferencePolicy.from_settings(settings)
     planner: Planner = RulePlanner()
     if settings.planner_url:
         planner = LLMPlanner(
