@@ -71,7 +71,9 @@ _T = TypeVar("_T")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
@@ -86,19 +88,30 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-class RequestIdMiddleware:
+class HttpMiddleware:
+    """Base of the pure-ASGI middlewares here: HTTP requests go to :meth:`handle`, other scopes (lifespan)
+    straight to the wrapped app."""
+
+    app: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class RequestIdMiddleware(HttpMiddleware):
     """Gives every request an id (``scope['state']['request_id']``) and an ``X-Request-Id`` header."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
 
-    async def __call__(
-        self, scope: Scope, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]
-    ) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
 
@@ -113,7 +126,7 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-class BodyLimitMiddleware:
+class BodyLimitMiddleware(HttpMiddleware):
     """Refuses request bodies larger than ``limit`` bytes: by Content-Length before reading, else while
     reading (chunked uploads), so no body is ever held in memory past the limit."""
 
@@ -124,12 +137,7 @@ class BodyLimitMiddleware:
     def _error(self) -> InvalidParameter:
         return InvalidParameter(f"The request body is larger than the {self.limit}-byte limit.")
 
-    async def __call__(
-        self, scope: Scope, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]
-    ) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.limit:
             request_id = str(scope.get("state", {}).get("request_id", ""))
@@ -154,7 +162,7 @@ GENERATION_SUFFIXES = ("/images/generations", "/images/edits")  # routes written
 OPEN_WHILE_DRAINING = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-class AccessMiddleware:
+class AccessMiddleware(HttpMiddleware):
     """Refuses new requests while the server drains (503) and requires an API key on the API routes (401).
 
     The key found goes to ``scope['state']['api_key']`` for the routes (model access, limits, ledger).
@@ -167,12 +175,7 @@ class AccessMiddleware:
         self.auth = auth
         self.draining = draining
 
-    async def __call__(
-        self, scope: Scope, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]
-    ) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope.setdefault("state", {})
         state["started"] = time.perf_counter()
         path = scope["path"]
@@ -200,9 +203,7 @@ class SettlingEventSourceResponse(EventSourceResponse):
         super().__init__(*args, **kwargs)
         self._on_close = on_close
 
-    async def __call__(
-        self, scope: Scope, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]
-    ) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
