@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -426,3 +427,31 @@ async def test_llm_planner_rejects_bad_arguments(chat_server: FakeChatServer) ->
     with pytest.raises(ValueError, match="max_images"):
         await planner.plan("x", 0)
     await planner.aclose()
+
+
+async def test_server_uses_the_llm_planner_when_configured(chat_server: FakeChatServer, tmp_path: Path) -> None:
+    """planner_url turns the LLM planner on for the whole server; its failure falls back to the rules."""
+    from dataclasses import replace
+
+    from seedream_server.app import create_app
+    from seedream_server.config import load_settings
+
+    base = load_settings(overrides={"data_dir": str(tmp_path / "data"), "auth": False}, environ={})
+    body = {
+        "model": "doubao-seedream-4-0-250828",
+        "prompt": "a fox in a forest",
+        "size": "1280x720",
+        "sequential_image_generation": "auto",
+        "response_format": "b64_json",
+    }
+    for mode, expected in (("good", len(GOOD_PROMPTS)), ("error", 1)):
+        settings = replace(base, planner_url=chat_server.url(mode), planner_model="planner-test")
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+                r = await client.post("/api/v3/images/generations", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["generated_images"] == expected
+    sent = [req for req in chat_server.requests if req["body"].get("model") == "planner-test"]
+    assert sent and "a fox in a forest" in json.dumps(sent[0]["body"], ensure_ascii=False)
