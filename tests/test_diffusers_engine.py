@@ -1,6 +1,6 @@
 """The diffusers engine on tiny random-weight pipelines, served through the real config path.
 
-Tiny SDXL, SD, FLUX.2 klein, Qwen-Image and Qwen-Image-Edit Plus pipelines are built offline
+Tiny SDXL, SD, FLUX.1, FLUX.1 Kontext, FLUX.2 klein, Qwen-Image and Qwen-Image-Edit Plus pipelines are built offline
 (``tests/tiny_pipelines.py``), saved with ``save_pretrained``, declared in a TOML ``[[models]]`` file and
 served by ``create_app(load_settings(config))``. Most tests drive the app in process (httpx ASGI
 transport); streaming order and client disconnects are checked on a real socket (uvicorn in a thread
@@ -104,6 +104,22 @@ def served_models(tiny: dict[str, Path]) -> list[dict[str, Any]]:
             "name": "tiny-klein",
             "engine": "diffusers",
             "source": str(tiny["flux2-klein"]),
+            "steps": 2,
+            "native_pixels": small,
+        },
+        {
+            "name": "tiny-flux1",
+            "engine": "diffusers",
+            "source": str(tiny["flux1"]),
+            # 4, not 2: FLUX.1 img2img starts at step int(steps x (1 - strength)), which is 0 (pure noise, the
+            # reference ignored) for 2 steps at the default strength 0.7
+            "steps": 4,
+            "native_pixels": small,
+        },
+        {
+            "name": "tiny-kontext",
+            "engine": "diffusers",
+            "source": str(tiny["flux-kontext"]),
             "steps": 2,
             "native_pixels": small,
         },
@@ -263,6 +279,8 @@ def test_detect_families_from_model_index(tiny_models: dict[str, Path]) -> None:
     assert {name: info.family.name for name, info in found.items()} == {
         "sdxl": "sdxl",
         "sd": "sd",
+        "flux1": "flux",
+        "flux-kontext": "flux-kontext",
         "flux2-klein": "flux2-klein",
         "qwen-image": "qwen-image",
         "qwen-image-edit-plus": "qwen-image-edit-plus",
@@ -271,6 +289,11 @@ def test_detect_families_from_model_index(tiny_models: dict[str, Path]) -> None:
     assert found["flux2-klein"].distilled and found["flux2-klein"].steps == 4
     assert found["qwen-image-edit-plus"].family.max_references == 3
     assert found["flux2-klein"].family.max_references == 10
+    # the tiny FLUX.1 has a guidance embedding (dev-like), so it is not taken for schnell
+    assert not found["flux1"].distilled and found["flux1"].steps == 28
+    assert found["flux1"].family.reference_mode == "img2img"
+    assert found["flux-kontext"].family.reference_mode == "single"
+    assert found["flux-kontext"].family.max_references == 1
 
 
 def test_options_are_checked() -> None:
@@ -387,7 +410,7 @@ async def test_models_are_listed(client: httpx.AsyncClient) -> None:
     assert {"tiny-sdxl", "tiny-klein", "tiny-qwen-edit"} <= ids
 
 
-@pytest.mark.parametrize("model", ["tiny-sdxl", "tiny-sd", "tiny-klein", "tiny-qwen-image"])
+@pytest.mark.parametrize("model", ["tiny-sdxl", "tiny-sd", "tiny-flux1", "tiny-klein", "tiny-qwen-image"])
 @module_loop
 async def test_text_to_image_delivers_the_exact_size(client: httpx.AsyncClient, app: FastAPI, model: str) -> None:
     engine = engine_of(app, model)
@@ -429,6 +452,30 @@ async def test_one_reference_runs_img2img(client: httpx.AsyncClient, app: FastAP
     assert np.abs(outputs[0] - outputs[1]).mean() > 2  # the reference shapes the result
 
 
+@pytest.mark.parametrize("model", ["tiny-flux1", "tiny-kontext"])
+@module_loop
+async def test_one_reference_on_flux1_img2img_and_kontext_edit(
+    client: httpx.AsyncClient, app: FastAPI, model: str
+) -> None:
+    engine = engine_of(app, model)
+    before = engine.stats.references
+    outputs = []
+    for color in ((250, 30, 30), (30, 30, 250), (250, 30, 30)):
+        response = await generate(
+            client, model=model, prompt="make it a painting", image=data_uri(color), size="1280x720", seed=3
+        )
+        assert response.status_code == 200, response.text
+        item = response.json()["data"][0]
+        assert item["size"] == "1280x720"
+        outputs.append(pixels(item))
+    assert outputs[0].shape == (720, 1280, 3)
+    assert engine.stats.references == before + 3
+    # same prompt and seed: the same reference gives the same image, another reference another one (random
+    # tiny weights at 64x64 let a reference move pixels by about 1 level on average: enough to tell apart)
+    assert np.abs(outputs[0] - outputs[2]).mean() < 0.1
+    assert np.abs(outputs[0] - outputs[1]).mean() > 0.5
+
+
 @pytest.mark.parametrize(("model", "count"), [("tiny-klein", 3), ("tiny-qwen-edit", 2)])
 @module_loop
 async def test_several_references(client: httpx.AsyncClient, app: FastAPI, model: str, count: int) -> None:
@@ -441,7 +488,10 @@ async def test_several_references(client: httpx.AsyncClient, app: FastAPI, model
     assert engine.stats.references == before + count
 
 
-@pytest.mark.parametrize(("model", "limit"), [("tiny-qwen-edit", 3), ("tiny-sdxl", 1), ("tiny-qwen-image", 1)])
+@pytest.mark.parametrize(
+    ("model", "limit"),
+    [("tiny-qwen-edit", 3), ("tiny-sdxl", 1), ("tiny-qwen-image", 1), ("tiny-flux1", 1), ("tiny-kontext", 1)],
+)
 @module_loop
 async def test_too_many_references_is_a_400_naming_the_limit(client: httpx.AsyncClient, model: str, limit: int) -> None:
     images = [data_uri((10 * i, 100, 100)) for i in range(limit + 1)]

@@ -6,8 +6,9 @@ path users take. Weights are random and layers few (32-64 channels), so a 64x64 
 milliseconds on a CPU. Tokenizers are built in memory: byte-level vocabularies with no merges (every
 byte is a token), written out by the tokenizer's own ``save_pretrained``. Nothing is downloaded.
 
-Builders: :func:`build_sdxl`, :func:`build_sd`, :func:`build_flux2_klein`, :func:`build_qwen_image`,
-:func:`build_qwen_image_edit_plus`; :data:`BUILDERS` maps a family name to its builder.
+Builders: :func:`build_sdxl`, :func:`build_sd`, :func:`build_flux1`, :func:`build_flux_kontext`,
+:func:`build_flux2_klein`, :func:`build_qwen_image`, :func:`build_qwen_image_edit_plus`; :data:`BUILDERS`
+maps a family name to its builder. FLUX.1's T5 tokenizer is a Unigram model over single characters.
 """
 
 from __future__ import annotations
@@ -207,6 +208,103 @@ def build_sd(path: Path) -> Path:
     return _save(pipe, path)
 
 
+T5_SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
+
+
+def t5_tokenizer() -> Any:
+    """A T5 (Unigram) tokenizer whose pieces are the word-start marker and every printable ASCII character."""
+    from transformers import T5Tokenizer
+
+    pieces = [(token, 0.0) for token in T5_SPECIAL_TOKENS] + [("\u2581", -2.0)]
+    pieces += [(chr(c), -5.0) for c in range(ord("!"), ord("~") + 1)]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=512)
+
+
+T5_VOCAB_SIZE = len(T5_SPECIAL_TOKENS) + 1 + (ord("~") - ord("!") + 1)
+
+
+def _flux1_vae() -> Any:
+    """FLUX.1's VAE layout (no quant convs, a latent shift) at the tiny SD VAE's size: factor 8, 4 channels."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=[8, 16, 16, 16],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=64,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+
+
+def _flux1_components() -> dict[str, Any]:
+    """Components of a tiny FLUX.1 pipeline: CLIP + T5 text encoders, a 2x2-packed transformer, VAE factor 8."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,  # 4 latent channels x 2x2 packing
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,  # the T5 width
+        pooled_projection_dim=32,  # the CLIP width
+        axes_dims_rope=[4, 4, 8],
+        guidance_embeds=True,  # FLUX.1 dev-like: guidance distilled into an embedding
+    )
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(_clip_text_config())
+    torch.manual_seed(0)
+    text_encoder_2 = T5EncoderModel(
+        T5Config(
+            d_model=32,
+            d_ff=37,
+            d_kv=8,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            vocab_size=T5_VOCAB_SIZE,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
+    torch.manual_seed(0)
+    return {
+        "scheduler": FlowMatchEulerDiscreteScheduler(),
+        "vae": _flux1_vae(),
+        "text_encoder": text_encoder,
+        "tokenizer": clip_tokenizer(),
+        "text_encoder_2": text_encoder_2,
+        "tokenizer_2": t5_tokenizer(),
+        "transformer": transformer,
+    }
+
+
+def build_flux1(path: Path) -> Path:
+    """A tiny FLUX.1 [dev]-style text-to-image pipeline (img2img comes from ``from_pipe``)."""
+    from diffusers import FluxPipeline
+
+    return _save(FluxPipeline(**_flux1_components()), path)
+
+
+def build_flux_kontext(path: Path) -> Path:
+    """A tiny FLUX.1 Kontext pipeline: FLUX.1's components, the edit image packed beside the latents."""
+    from diffusers import FluxKontextPipeline
+
+    return _save(FluxKontextPipeline(**_flux1_components()), path)
+
+
 def build_flux2_klein(path: Path) -> Path:
     """A tiny FLUX.2 [klein] pipeline: Qwen3 text encoder (28 layers so the default layers 9/18/27 exist)."""
     from diffusers import (
@@ -384,6 +482,8 @@ def build_qwen_image_edit_plus(path: Path) -> Path:
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "sdxl": build_sdxl,
     "sd": build_sd,
+    "flux1": build_flux1,
+    "flux-kontext": build_flux_kontext,
     "flux2-klein": build_flux2_klein,
     "qwen-image": build_qwen_image,
     "qwen-image-edit-plus": build_qwen_image_edit_plus,

@@ -310,6 +310,8 @@ class PipelineRunner:
                         kwargs.pop(size_arg)
             elif family.reference_mode == "single":
                 kwargs["image"] = references[0]
+                if "max_area" in inspect.signature(pipe.__call__).parameters:
+                    kwargs["max_area"] = width * height  # Kontext: else it draws at 1024² whatever native_pixels says
             else:
                 kwargs["image"] = [_at_least(ref, family.min_reference_side) for ref in references]
         return pipe, kwargs
