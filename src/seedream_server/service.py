@@ -106,7 +106,6 @@ class PreparedJob:
     served: ServedModel
     job: ImageJob
     created: int
-    plan_reason: str
     ticket: JobTicket | None = None
 
 
@@ -291,7 +290,7 @@ class ImageService:
             ticket.reservation = self.accounts.reserve(key, len(tasks))
         ticket.admitted = True
         log.debug("request_id=%s planned %d image(s): %s", request_id, len(tasks), reason)
-        return PreparedJob(request, request_id, served, job, int(time.time()), reason, ticket)
+        return PreparedJob(request, request_id, served, job, int(time.time()), ticket)
 
     def check_access(self, key: ApiKey, served: ServedModel) -> None:
         """403 unless the key's model list (names or aliases) is empty or names this model."""
