@@ -59,6 +59,42 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("reference_timeout_s", float, 10.0, "Read timeout for fetching one reference URL."),
     Setting(
+        "reference_decode_timeout_s",
+        float,
+        10.0,
+        "Time budget for decoding one request's reference images; past it the request gets a 400 and its "
+        "decoding is stopped.",
+    ),
+    Setting("reference_decode_workers", int, 2, "Worker processes that decode reference images (apart from encoding)."),
+    Setting(
+        "max_decoded_megapixels",
+        float,
+        200.0,
+        "Server-wide budget of decoded reference pixels held by running jobs, in megapixels; past it new jobs "
+        "get 429 ServerOverloaded.",
+    ),
+    Setting(
+        "stream_send_timeout_s",
+        float,
+        30.0,
+        "How long a client may take to read one event or response; past it the job is cancelled and its slot freed.",
+    ),
+    Setting(
+        "http_read_timeout_s",
+        float,
+        30.0,
+        "How long a client may take to send its request headers, or between chunks of its body; past it the "
+        "connection is closed (headers) or the request gets a 400 (body).",
+    ),
+    Setting(
+        "auth_failure_limit",
+        int,
+        20,
+        "Failed authentications one client address may make per minute; past it it gets 429 for the rest of the "
+        "minute.",
+    ),
+    Setting("metrics_token", str, "", "When set, GET /metrics requires Authorization: Bearer <this token>."),
+    Setting(
         "model_source",
         str,
         "",
@@ -142,8 +178,19 @@ _RANGES: tuple[tuple[str, float, float | None], ...] = (
     ("max_body_bytes", 1024, None),
     ("reference_max_bytes", 1, None),
     ("shutdown_timeout_s", 0, None),
+    ("reference_decode_workers", 1, None),
+    ("auth_failure_limit", 1, None),
 )
-_POSITIVE = ("retention_hours", "sweep_interval_s", "reference_timeout_s", "planner_timeout_s")
+_POSITIVE = (
+    "retention_hours",
+    "sweep_interval_s",
+    "reference_timeout_s",
+    "planner_timeout_s",
+    "reference_decode_timeout_s",
+    "max_decoded_megapixels",
+    "stream_send_timeout_s",
+    "http_read_timeout_s",
+)
 
 
 @dataclass(frozen=True)
@@ -165,6 +212,13 @@ class Settings:
     reference_max_bytes: int = 10 * 1024 * 1024
     reference_allowlist: str = ""
     reference_timeout_s: float = 10.0
+    reference_decode_timeout_s: float = 10.0
+    reference_decode_workers: int = 2
+    max_decoded_megapixels: float = 200.0
+    stream_send_timeout_s: float = 30.0
+    http_read_timeout_s: float = 30.0
+    auth_failure_limit: int = 20
+    metrics_token: str = ""
     model_source: str = ""
     model_name: str = ""
     max_concurrency: int = 2
