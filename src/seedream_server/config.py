@@ -13,140 +13,36 @@ import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One row of the settings table."""
+    """One row of the settings table, read from a field of :class:`Settings`."""
 
     name: str
     type: type
     default: Any
     help: str
     flag: str | None = None  # CLI flag when it differs from --name-with-dashes
+    low: float | None = None  # inclusive bounds checked when Settings is built
+    high: float | None = None
+    positive: bool = False  # a finite number above 0
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("host", str, "127.0.0.1", "Address to listen on."),
-    Setting("port", int, 8000, "Port to listen on."),
-    Setting("data_dir", str, "./data", "Directory for images, the signing secret and the SQLite database."),
-    Setting("public_url", str, "", "Base URL of returned image links (behind a proxy); default http://HOST:PORT."),
-    Setting("auth", bool, True, "Require API keys. Turn off with --no-auth (a warning is logged).", "--auth/--no-auth"),
-    Setting("retention_hours", float, 24.0, "How long generated images and their links stay valid."),
-    Setting("sweep_interval_s", float, 600.0, "How often the sweeper deletes images past retention."),
-    Setting(
-        "signing_secret",
-        str,
-        "",
-        "HMAC secret for file links, at least 32 bytes; default: generated once into DATA_DIR/secret.key.",
-    ),
-    Setting("max_prompt_chars", int, 4000, "Hard limit on prompt length in characters."),
-    Setting(
-        "max_body_bytes",
-        int,
-        64 * 1024 * 1024,
-        "Largest accepted request body (JSON or multipart, references included); larger ones get a 400.",
-    ),
-    Setting("watermark_text", str, "AI生成", "Text of the visible watermark (glyphs must be in the shipped font)."),
-    Setting("jpeg_quality", int, 90, "JPEG quality of delivered images (1-100; above 95 mostly makes files larger)."),
-    Setting("reference_max_bytes", int, 10 * 1024 * 1024, "Largest accepted reference image, in bytes."),
-    Setting(
-        "reference_allowlist",
-        str,
-        "",
-        "Comma-separated CIDRs/hosts that reference URLs may reach despite the private-address guard.",
-    ),
-    Setting("reference_timeout_s", float, 10.0, "Read timeout for fetching one reference URL."),
-    Setting(
-        "reference_decode_timeout_s",
-        float,
-        10.0,
-        "Time budget for decoding one request's reference images; past it the request gets a 400 and its "
-        "decoding is stopped.",
-    ),
-    Setting("reference_decode_workers", int, 2, "Worker processes that decode reference images (apart from encoding)."),
-    Setting(
-        "max_decoded_megapixels",
-        float,
-        200.0,
-        "Server-wide budget of decoded reference pixels held by running jobs, in megapixels; past it new jobs "
-        "get 429 ServerOverloaded.",
-    ),
-    Setting(
-        "stream_send_timeout_s",
-        float,
-        30.0,
-        "How long a client may take to read one event or response; past it the job is cancelled and its slot freed.",
-    ),
-    Setting(
-        "http_read_timeout_s",
-        float,
-        30.0,
-        "How long a client may take to send its request headers, or between chunks of its body; past it the "
-        "connection is closed (headers) or the request gets a 400 (body).",
-    ),
-    Setting(
-        "auth_failure_limit",
-        int,
-        20,
-        "Failed authentications one client address may make per minute; past it it gets 429 for the rest of the "
-        "minute.",
-    ),
-    Setting("metrics_token", str, "", "When set, GET /metrics requires Authorization: Bearer <this token>."),
-    Setting(
-        "model_source",
-        str,
-        "",
-        "Shorthand for one diffusers model: a local diffusers directory or a cached hub id (instead of [[models]]).",
-    ),
-    Setting("model_name", str, "", "Name served for --model-source [default: doubao-seedream-4-0-250828 and aliases]."),
-    Setting(
-        "max_concurrency", int, 2, "Jobs (requests) generated at the same time per model; the rest wait in its queue."
-    ),
-    Setting(
-        "max_queue",
-        int,
-        16,
-        "Requests that may wait for a free engine slot, per model; past it new ones get 429 ServerOverloaded.",
-    ),
-    Setting(
-        "shutdown_timeout_s",
-        float,
-        30.0,
-        "On SIGTERM, how long in-flight requests may take to finish before they are cancelled.",
-    ),
-    Setting(
-        "database_url",
-        str,
-        "",
-        "Database for API keys and the usage ledger (SQLAlchemy URL, e.g. postgresql://user:pass@host/db); "
-        "default: the SQLite file DATA_DIR/seedream.db.",
-    ),
-    Setting(
-        "moderation_words",
-        str,
-        "",
-        "Comma-separated words that refuse a prompt (400 InputTextSensitiveContentDetected).",
-    ),
-    Setting("moderation_words_file", str, "", "File of refused prompt words, one per line."),
-    Setting(
-        "moderation_image_check",
-        str,
-        "",
-        "Per-image check as 'package.module:attribute' (an ImageCheck class or factory); refused outputs "
-        "become OutputImageSensitiveContentDetected items.",
-    ),
-    Setting(
-        "planner_url", str, "", "Base URL of an OpenAI-compatible chat API for the LLM group planner (off if empty)."
-    ),
-    Setting("planner_model", str, "", "Chat model name for the LLM group planner."),
-    Setting("planner_api_key", str, "", "API key for the LLM group planner endpoint."),
-    Setting("planner_timeout_s", float, 10.0, "Timeout of one LLM planner call; on failure the rule planner decides."),
-    Setting("log_level", str, "info", "Log level: debug, info, warning, error or critical."),
-)
+def setting(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    positive: bool = False,
+) -> Any:
+    """A field of :class:`Settings` with its row of the settings table (help, flag, bounds) as metadata."""
+    meta = {"help": help, "flag": flag, "low": low, "high": high, "positive": positive}
+    return field(default=default, metadata=meta)
 
-_BY_NAME = {s.name: s for s in SETTINGS}
 
 DEFAULT_MODEL = "doubao-seedream-4-0-250828"
 DEFAULT_ALIASES = ("doubao-seedream-4.0", "seedream-4.0", "seedream-4-0")
@@ -168,85 +64,116 @@ def default_models() -> tuple[ModelConfig, ...]:
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 MIN_SECRET_BYTES = 32  # the same bound as storage.signing's, which also checks a stored secret.key
-# (setting, lowest, highest or None): inclusive bounds checked when Settings is built
-_RANGES: tuple[tuple[str, float, float | None], ...] = (
-    ("port", 1, 65535),
-    ("max_concurrency", 1, None),
-    ("max_queue", 0, None),  # 0: no waiting, a request beyond max_concurrency gets 429 at once
-    ("jpeg_quality", 1, 100),
-    ("max_prompt_chars", 1, None),
-    ("max_body_bytes", 1024, None),
-    ("reference_max_bytes", 1, None),
-    ("shutdown_timeout_s", 0, None),
-    ("reference_decode_workers", 1, None),
-    ("auth_failure_limit", 1, None),
-)
-_POSITIVE = (
-    "retention_hours",
-    "sweep_interval_s",
-    "reference_timeout_s",
-    "planner_timeout_s",
-    "reference_decode_timeout_s",
-    "max_decoded_megapixels",
-    "stream_send_timeout_s",
-    "http_read_timeout_s",
-)
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Resolved settings; build with :func:`load_settings`."""
+    """Resolved settings, and THE settings table: each field's metadata holds its help text, flag and
+    bounds (:data:`SETTINGS` is read from here). Build with :func:`load_settings`."""
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    data_dir: str = "./data"
-    public_url: str = ""
-    auth: bool = True
-    retention_hours: float = 24.0
-    sweep_interval_s: float = 600.0
-    signing_secret: str = ""
-    max_prompt_chars: int = 4000
-    max_body_bytes: int = 64 * 1024 * 1024
-    watermark_text: str = "AI生成"
-    jpeg_quality: int = 90
-    reference_max_bytes: int = 10 * 1024 * 1024
-    reference_allowlist: str = ""
-    reference_timeout_s: float = 10.0
-    reference_decode_timeout_s: float = 10.0
-    reference_decode_workers: int = 2
-    max_decoded_megapixels: float = 200.0
-    stream_send_timeout_s: float = 30.0
-    http_read_timeout_s: float = 30.0
-    auth_failure_limit: int = 20
-    metrics_token: str = ""
-    model_source: str = ""
-    model_name: str = ""
-    max_concurrency: int = 2
-    max_queue: int = 16
-    shutdown_timeout_s: float = 30.0
-    database_url: str = ""
-    moderation_words: str = ""
-    moderation_words_file: str = ""
-    moderation_image_check: str = ""
-    planner_url: str = ""
-    planner_model: str = ""
-    planner_api_key: str = ""
-    planner_timeout_s: float = 10.0
-    log_level: str = "info"
+    host: str = setting("127.0.0.1", "Address to listen on.")
+    port: int = setting(8000, "Port to listen on.", low=1, high=65535)
+    data_dir: str = setting("./data", "Directory for images, the signing secret and the SQLite database.")
+    public_url: str = setting("", "Base URL of returned image links (behind a proxy); default http://HOST:PORT.")
+    auth: bool = setting(
+        True, "Require API keys. Turn off with --no-auth (a warning is logged).", flag="--auth/--no-auth"
+    )
+    retention_hours: float = setting(24.0, "How long generated images and their links stay valid.", positive=True)
+    sweep_interval_s: float = setting(600.0, "How often the sweeper deletes images past retention.", positive=True)
+    signing_secret: str = setting(
+        "", "HMAC secret for file links, at least 32 bytes; default: generated once into DATA_DIR/secret.key."
+    )
+    max_prompt_chars: int = setting(4000, "Hard limit on prompt length in characters.", low=1)
+    max_body_bytes: int = setting(
+        64 * 1024 * 1024,
+        "Largest accepted request body (JSON or multipart, references included); larger ones get a 400.",
+        low=1024,
+    )
+    watermark_text: str = setting("AI生成", "Text of the visible watermark (glyphs must be in the shipped font).")
+    jpeg_quality: int = setting(
+        90, "JPEG quality of delivered images (1-100; above 95 mostly makes files larger).", low=1, high=100
+    )
+    reference_max_bytes: int = setting(10 * 1024 * 1024, "Largest accepted reference image, in bytes.", low=1)
+    reference_allowlist: str = setting(
+        "", "Comma-separated CIDRs/hosts that reference URLs may reach despite the private-address guard."
+    )
+    reference_timeout_s: float = setting(10.0, "Read timeout for fetching one reference URL.", positive=True)
+    reference_decode_timeout_s: float = setting(
+        10.0,
+        "Time budget for decoding one request's reference images; past it the request gets a 400 and its "
+        "decoding is stopped.",
+        positive=True,
+    )
+    reference_decode_workers: int = setting(
+        2, "Worker processes that decode reference images (apart from encoding).", low=1
+    )
+    max_decoded_megapixels: float = setting(
+        200.0,
+        "Server-wide budget of decoded reference pixels held by running jobs, in megapixels; past it new "
+        "jobs get 429 ServerOverloaded.",
+        positive=True,
+    )
+    stream_send_timeout_s: float = setting(
+        30.0,
+        "How long a client may take to read one event or response; past it the job is cancelled and its slot freed.",
+        positive=True,
+    )
+    http_read_timeout_s: float = setting(
+        30.0,
+        "How long a client may take to send its request headers, or between chunks of its body; past it the "
+        "connection is closed (headers) or the request gets a 400 (body).",
+        positive=True,
+    )
+    auth_failure_limit: int = setting(
+        20,
+        "Failed authentications one client address may make per minute; past it it gets 429 for the rest of "
+        "the minute.",
+        low=1,
+    )
+    metrics_token: str = setting("", "When set, GET /metrics requires Authorization: Bearer <this token>.")
+    model_source: str = setting(
+        "", "Shorthand for one diffusers model: a local diffusers directory or a cached hub id (instead of [[models]])."
+    )
+    model_name: str = setting("", "Name served for --model-source [default: doubao-seedream-4-0-250828 and aliases].")
+    max_concurrency: int = setting(
+        2, "Jobs (requests) generated at the same time per model; the rest wait in its queue.", low=1
+    )
+    max_queue: int = setting(
+        16,
+        "Requests that may wait for a free engine slot, per model; past it new ones get 429 ServerOverloaded.",
+        low=0,
+    )
+    shutdown_timeout_s: float = setting(
+        30.0, "On SIGTERM, how long in-flight requests may take to finish before they are cancelled.", low=0
+    )
+    database_url: str = setting(
+        "",
+        "Database for API keys and the usage ledger (SQLAlchemy URL, e.g. postgresql://user:pass@host/db); "
+        "default: the SQLite file DATA_DIR/seedream.db.",
+    )
+    moderation_words: str = setting(
+        "", "Comma-separated words that refuse a prompt (400 InputTextSensitiveContentDetected)."
+    )
+    moderation_words_file: str = setting("", "File of refused prompt words, one per line.")
+    moderation_image_check: str = setting(
+        "",
+        "Per-image check as 'package.module:attribute' (an ImageCheck class or factory); refused outputs "
+        "become OutputImageSensitiveContentDetected items.",
+    )
+    planner_url: str = setting(
+        "", "Base URL of an OpenAI-compatible chat API for the LLM group planner (off if empty)."
+    )
+    planner_model: str = setting("", "Chat model name for the LLM group planner.")
+    planner_api_key: str = setting("", "API key for the LLM group planner endpoint.")
+    planner_timeout_s: float = setting(
+        10.0, "Timeout of one LLM planner call; on failure the rule planner decides.", positive=True
+    )
+    log_level: str = setting("info", "Log level: debug, info, warning, error or critical.")
     models: tuple[ModelConfig, ...] = field(default_factory=default_models)
 
     def __post_init__(self) -> None:
-        for name, low, high in _RANGES:
-            value = getattr(self, name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"setting {name!r}: must be a finite number, got {value!r}")
-            if value < low or (high is not None and value > high):
-                bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
-                raise ValueError(f"setting {name!r}: must be {bounds}, got {value!r}")
-        for name in _POSITIVE:
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"setting {name!r}: must be a finite number above 0, got {value!r}")
+        for row in SETTINGS:
+            _check_range(row, getattr(self, row.name))
         if self.log_level.lower() not in LOG_LEVELS:
             raise ValueError(f"setting 'log_level': must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.signing_secret and len(self.signing_secret.encode()) < MIN_SECRET_BYTES:
@@ -273,6 +200,31 @@ class Settings:
 
     def with_overrides(self, **values: Any) -> Settings:
         return replace(self, **{k: _coerce(_BY_NAME[k], v) for k, v in values.items() if k in _BY_NAME})
+
+
+def _read_table() -> tuple[Setting, ...]:
+    hints = get_type_hints(Settings)
+    return tuple(
+        Setting(name=f.name, type=hints[f.name], default=f.default, **f.metadata)
+        for f in fields(Settings)
+        if f.name != "models"
+    )
+
+
+#: the settings table, in declaration order: CLI options, environment variables and docs come from it
+SETTINGS: tuple[Setting, ...] = _read_table()
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def _check_range(row: Setting, value: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"setting {row.name!r}: must be a finite number, got {value!r}")
+    if row.positive and not value > 0:
+        raise ValueError(f"setting {row.name!r}: must be a finite number above 0, got {value!r}")
+    too_low = row.low is not None and value < row.low
+    if too_low or (row.high is not None and value > row.high):
+        bounds = f"from {row.low} to {row.high}" if row.high is not None else f"at least {row.low}"
+        raise ValueError(f"setting {row.name!r}: must be {bounds}, got {value!r}")
 
 
 def _coerce(setting: Setting, value: Any) -> Any:
@@ -354,9 +306,4 @@ def load_settings(
 
 
 def setting_names() -> list[str]:
-    return [f.name for f in fields(Settings) if f.name != "models"]
-
-
-_missing = {s.name for s in SETTINGS} ^ set(setting_names())
-if _missing:  # the table and the dataclass must describe the same settings
-    raise RuntimeError(f"settings table and Settings disagree on: {sorted(_missing)}")
+    return [row.name for row in SETTINGS]
