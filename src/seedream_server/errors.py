@@ -16,6 +16,7 @@ envelope ``{"error": {"code", "message", "param", "type"}}``; anything else beco
     ├── NotFoundError (404 InvalidEndpointOrModel.NotFound)
     ├── RateLimitError (429)
     │   ├── IpmRateLimitExceeded (ModelAccountIpmRateLimitExceeded)
+    │   ├── AuthenticationThrottled (TooManyAuthenticationFailures)
     │   └── ServerOverloaded
     ├── ClientDisconnected (499, never seen by the client that left)
     ├── ServiceUnavailable (503)
@@ -105,6 +106,12 @@ class RateLimitError(SeedreamError):
 
 class IpmRateLimitExceeded(RateLimitError):
     code = "ModelAccountIpmRateLimitExceeded"
+
+
+class AuthenticationThrottled(RateLimitError):
+    """A client address failed to authenticate too often; it must wait before trying again."""
+
+    code = "TooManyAuthenticationFailures"
 
 
 class ServerOverloaded(RateLimitError):
