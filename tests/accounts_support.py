@@ -1,6 +1,8 @@
-"""Helpers for the key, limit and ledger tests: the ``database_url`` fixture and key-aware app clients.
+"""Helpers for the key, limit and ledger tests: the ``database_url`` and ``store`` fixtures, a settable clock,
+and key-aware app clients.
 
-Importable (not a conftest). A test module takes the fixture with ``database_url = accounts_support.database_url``.
+Importable (not a conftest). A test module takes the fixtures with ``database_url = accounts_support.database_url``
+(and ``store = accounts_support.store``).
 
 ``database_url`` runs a test once on SQLite (the default: ``""``, meaning the file ``DATA_DIR/seedream.db``)
 and once on PostgreSQL when ``SEEDREAM_TEST_DATABASE_URL`` names a server (``.ci/run`` starts one from
@@ -11,6 +13,8 @@ the PostgreSQL cases are skipped.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -24,6 +28,7 @@ from fastapi import FastAPI
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from seedream_server.accounts import AccountStore
 from seedream_server.config import DEFAULT_ALIASES, DEFAULT_MODEL, ModelConfig, Settings, load_settings
 
 PG_ENV = "SEEDREAM_TEST_DATABASE_URL"
@@ -53,6 +58,31 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def store(tmp_path: Path, database_url: str) -> Iterator[AccountStore]:
+    """The migrated store of ``tmp_path / "data"`` on each database."""
+    opened = AccountStore.open(tmp_path / "data", database_url)
+    yield opened
+    opened.close()
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped (surely not alive, for crash recovery tests)."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+class Clock:
+    """A clock the test moves by hand: epoch seconds for the limiter, monotonic ones for the throttle."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def make_settings(tmp_path: Path, database_url: str = "", **overrides: Any) -> Settings:
