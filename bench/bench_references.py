@@ -7,12 +7,16 @@ Run: ``.venv/bin/python bench/bench_references.py`` (about half a minute, loopba
 2. The header-only refusal of a 50,000 x 50,000 PNG bomb.
 3. Wall time of fetching 1 vs 10 references from a local server that delays each response, and the
    ratio (1.0 would be perfect concurrency; 10 would be sequential).
+4. Hostile JPEGs: the refusal of a 6000x6000 progressive JPEG flooded with copies of one scan (what
+   decoding a lighter flood would have cost instead), and the decoder pool's time budget stopping one.
+5. Downscaled decoding in the pool: a 6000x6000 JPEG photo in full vs to a 1 MP budget (DCT scaling).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import io
 import statistics
@@ -26,7 +30,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from PIL import Image
 
 from seedream_server.errors import InvalidParameter
-from seedream_server.references import ReferencePolicy, load_references, parse_allowlist
+from seedream_server.references import (
+    FetchedReference,
+    ReferenceDecoder,
+    ReferencePolicy,
+    decode_reference,
+    fetch_references,
+    load_references,
+    parse_allowlist,
+)
 
 DELAY_S = 0.3
 POLICY = ReferencePolicy(allowlist=parse_allowlist("127.0.0.1/32"))
@@ -148,11 +160,70 @@ async def bench_fetch() -> None:
     print(f"   10 references: {ten * 1000:7.1f} ms   ratio {ten / one:.2f} (sequential would be ~10)")
 
 
+def scan_flood(copies: int) -> bytes:
+    """A 6000x6000 progressive JPEG of one colour with ``copies`` extra copies of its last scan."""
+    data = encode_with(Image.new("RGB", (6000, 6000), (90, 140, 200)), "JPEG", progressive=True)
+    scan = data[data.rfind(b"\xff\xda") : -2]
+    return data[:-2] + scan * copies + b"\xff\xd9"
+
+
+def encode_with(image: Image.Image, fmt: str, **params: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+async def refusal_seconds(items: list[str | bytes]) -> float:
+    started = time.perf_counter()
+    try:
+        await fetch_references(items, POLICY)
+    except InvalidParameter:
+        return time.perf_counter() - started
+    raise AssertionError("the hostile reference was accepted")
+
+
+async def bench_hostile() -> None:
+    flood = scan_flood(3000)
+    print(f"4. hostile JPEGs ({len(flood)}-byte 6000x6000 progressive JPEG with 3000 extra scans)")
+    seconds = await refusal_seconds([flood] * 14)
+    print(f"   refuse 14 of them from their scan count:        {seconds * 1000:8.1f} ms")
+    light = scan_flood(90)  # under the scan limit: what each scan costs a decoder
+    started = time.perf_counter()
+    decode_reference(light, "jpeg", None)
+    cost = time.perf_counter() - started
+    print(f"   decoding one with 90 extra scans instead:       {cost * 1000:8.1f} ms (in-process)")
+    decoder = ReferenceDecoder(workers=1, timeout_s=1.0)
+    try:
+        await decoder.decode([FetchedReference(0, encode_with(Image.new("RGB", (64, 64)), "PNG"), "png", 64, 64)], None)
+        started = time.perf_counter()
+        with contextlib.suppress(InvalidParameter):
+            await decoder.decode([FetchedReference(0, flood, "jpeg", 6000, 6000)], None)
+        print(f"   the 3000-scan one in the pool, 1 s budget:      {(time.perf_counter() - started) * 1000:8.1f} ms")
+    finally:
+        await decoder.aclose()
+
+
+async def bench_downscale() -> None:
+    data = encode(photo_like(6000), "JPEG")
+    ref = FetchedReference(0, data, "jpeg", 6000, 6000)
+    decoder = ReferenceDecoder(workers=2, timeout_s=60)
+    print(f"5. decode a 6000x6000 JPEG photo ({len(data)} bytes) in the pool (median of 3)")
+    try:
+        for budget in (None, 1_000_000):
+            seconds = await timed(lambda budget=budget: decoder.decode([ref], budget), 3)  # type: ignore[misc]
+            [image] = await decoder.decode([ref], budget)
+            print(f"   budget {budget or 'none':>9}: {seconds * 1000:8.1f} ms -> {image.width}x{image.height}")
+    finally:
+        await decoder.aclose()
+
+
 async def main() -> None:
     started = time.perf_counter()
     await bench_decode()
     await bench_bomb()
     await bench_fetch()
+    await bench_hostile()
+    await bench_downscale()
     print(f"total {time.perf_counter() - started:.1f} s")
 
 
