@@ -1,0 +1,200 @@
+"""``create_app(settings) -> FastAPI``: composition only. Builds the per-app registries (models, storage,
+accounts, metrics), the service, the middlewares and routers, and the lifespan that starts and stops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from .. import __version__
+from ..accounts import AccountError, Accounts, AccountStore, resolve_database_url
+from ..admission import ModelQueue, PixelBudget
+from ..config import Settings
+from ..delivery import Deliverer
+from ..engines.base import Progress, ProgressHook
+from ..engines.registry import EngineFactory, build_engine
+from ..metrics import Metrics
+from ..models import ModelRegistry, ServedModel
+from ..moderation import Moderation, load_image_check, load_words
+from ..planner import LLMPlanner, Planner, RulePlanner
+from ..references import ReferenceDecoder, ReferencePolicy
+from ..service import ImageService
+from ..storage import LocalStorage, Storage, UrlSigner, load_or_create_secret
+from .errors import RefusalRecorder, install_error_handlers
+from .middleware import AccessMiddleware, BodyLimitMiddleware, ClientTimeoutMiddleware, ContextMiddleware
+from .openapi import install_openapi
+from .routes.files import files_router
+from .routes.generation import generation_router
+from .routes.models import models_router
+from .routes.ops import Readiness, ops_router
+
+log = logging.getLogger("seedream_server.http")
+
+SETTLE_ON_SHUTDOWN_S = 5.0  # how long jobs cut off by the shutdown timeout get to settle their ledger rows
+
+
+@dataclass
+class Lifecycle:
+    """Whether the app serves: ready once engines started, draining from SIGTERM on."""
+
+    ready: bool = False
+    draining: bool = False
+
+    def readiness(self, models: ModelRegistry) -> Readiness:
+        status = "draining" if self.draining else "ready" if self.ready else "starting"
+        return Readiness(status=status, models=models.names())
+
+    def begin_drain(self) -> None:
+        """Refuse new requests with 503 from now on (called on SIGTERM, before in-flight work finishes)."""
+        self.draining = True  # no logging: this runs inside a signal handler
+
+
+def _count_step(metrics: Metrics, model: str) -> ProgressHook:
+    counter = metrics.denoise_steps.labels(model)
+
+    def hook(progress: Progress) -> None:
+        counter.inc()
+
+    return hook
+
+
+def _planner(settings: Settings) -> Planner:
+    if not settings.planner_url:
+        return RulePlanner()
+    return LLMPlanner(
+        settings.planner_url,
+        settings.planner_model,
+        api_key=settings.planner_api_key or None,
+        timeout=settings.planner_timeout_s,
+    )
+
+
+def _models(settings: Settings, metrics: Metrics, factories: dict[str, EngineFactory] | None) -> ModelRegistry:
+    served = []
+    for model in settings.models:
+        engine = build_engine(model, factories)
+        engine.add_progress_hook(_count_step(metrics, model.name))  # steps from engines feed a metric
+        queue = ModelQueue(model.name, settings.max_concurrency, settings.max_queue)
+        served.append(ServedModel(model.name, engine, queue, model.aliases))
+    return ModelRegistry(served)
+
+
+def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | None = None) -> FastAPI:
+    """Build the app for one settings object; ``engine_factories`` registers extra engine kinds."""
+    # 1. registries and shared objects, per app (no import-time globals)
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    signer = UrlSigner(load_or_create_secret(data_dir, settings.signing_secret))
+    storage = LocalStorage(data_dir / "images", signer, settings.base_url, settings.retention_hours * 3600)
+    metrics = Metrics()
+    models = _models(settings, metrics, engine_factories)
+    accounts = Accounts(
+        AccountStore(resolve_database_url(data_dir, settings.database_url)),
+        auth_failure_limit=settings.auth_failure_limit,
+    )
+    decoder = ReferenceDecoder.from_settings(settings)
+    service = ImageService(
+        models=models,
+        accounts=accounts,
+        deliverer=Deliverer(storage, metrics, settings.watermark_text, settings.jpeg_quality),
+        planner=_planner(settings),
+        metrics=metrics,
+        reference_policy=ReferencePolicy.from_settings(settings),
+        decoder=decoder,
+        pixel_budget=PixelBudget(round(settings.max_decoded_megapixels * 1_000_000)),
+        moderation=Moderation(
+            load_words(settings.moderation_words, settings.moderation_words_file),
+            load_image_check(settings.moderation_image_check),
+        ),
+        max_prompt_chars=settings.max_prompt_chars,
+    )
+    lifecycle = Lifecycle()
+
+    # 2. the lifespan: open the key store (migrating it), start engines, then the sweeper; stop all on shutdown
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await accounts.start()
+        if settings.auth:
+            await _first_key(accounts)
+        else:
+            log.warning("authentication is disabled (--no-auth): every request is allowed")
+        for served in models:
+            await served.engine.start()
+        lifecycle.ready = True
+        sweeper = asyncio.create_task(_sweep_forever(storage, settings.sweep_interval_s))
+        try:
+            yield
+        finally:
+            lifecycle.ready = False
+            lifecycle.draining = True
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
+            # jobs cut off by the server's shutdown timeout unwind in their own tasks: let them settle
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SETTLE_ON_SHUTDOWN_S):
+                    await service.wait_idle()
+            for served in models:
+                await served.engine.aclose()
+            await decoder.aclose()
+            await storage.aclose()
+            await service.planner.aclose()
+            await accounts.aclose()
+
+    app = FastAPI(
+        title="seedream-server",
+        version=__version__,
+        description="Seedream 4.0 image generation API (Ark `/api/v3/images/generations`, "
+        "OpenAI `/v1/images/generations`).",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.storage = storage
+    app.state.metrics = metrics
+    app.state.settings = settings
+    app.state.accounts = accounts
+    app.state.begin_drain = lifecycle.begin_drain
+
+    # 3. middlewares (the last added runs first), one error envelope, routers, the OpenAPI document
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(AccessMiddleware, accounts=accounts, auth=settings.auth, draining=lambda: lifecycle.draining)
+    app.add_middleware(
+        ClientTimeoutMiddleware, read_timeout=settings.http_read_timeout_s, send_timeout=settings.stream_send_timeout_s
+    )
+    app.add_middleware(ContextMiddleware, metrics=metrics)
+    install_error_handlers(app, RefusalRecorder(accounts, models, settings.auth), metrics)
+    app.include_router(generation_router(service))
+    app.include_router(models_router(models))
+    app.include_router(files_router(storage))
+    app.include_router(ops_router(metrics, lambda: lifecycle.readiness(models), settings.metrics_token))
+    install_openapi(app, settings.auth)
+    return app
+
+
+async def _first_key(accounts: Accounts) -> None:
+    """First start with auth on and no keys: create one named 'default' and print it, once, on stdout."""
+    if not await asyncio.to_thread(accounts.store.is_empty):
+        return
+    try:
+        _, secret = await asyncio.to_thread(accounts.store.create_key, "default")
+    except AccountError:  # another process sharing the database created it first
+        return
+    print(f"Created API key 'default' (shown once, store it now): {secret}", flush=True)
+    log.warning("no API keys existed: created the key 'default' and printed it once on stdout (it is not logged)")
+
+
+async def _sweep_forever(storage: Storage, interval: float) -> None:
+    while True:
+        try:
+            deleted = await storage.sweep()
+            if deleted:
+                log.info("sweeper deleted %d expired images", deleted)
+        except Exception:
+            log.exception("sweeper failed")
+        await asyncio.sleep(interval)
