@@ -133,7 +133,9 @@ async def test_duplicated_signature_parameters_are_refused(settings: Settings) -
 async def test_metrics_token_protects_metrics(tmp_path: Path, settings: Settings) -> None:
     async with running(create_app(settings.with_overrides(metrics_token="t" * 24))) as client:
         assert_error(await client.get("/metrics"), 401, "AuthenticationError")
-        assert_error(await client.get("/metrics", headers={"Authorization": "Bearer wrong"}), 401, "AuthenticationError")
+        assert_error(
+            await client.get("/metrics", headers={"Authorization": "Bearer wrong"}), 401, "AuthenticationError"
+        )
         r = await client.get("/metrics", headers={"Authorization": "Bearer " + "t" * 24})
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/plain")
@@ -144,7 +146,7 @@ async def test_metrics_token_protects_metrics(tmp_path: Path, settings: Settings
 
 async def test_a_lone_surrogate_in_the_model_is_a_400_not_a_500(settings: Settings) -> None:
     async with running(create_app(settings)) as client:
-        raw = '{"model": "\\ud800", "prompt": "x"}'.encode()
+        raw = b'{"model": "\\ud800", "prompt": "x"}'
         r = await client.post(GENERATIONS, content=raw, headers={"Content-Type": "application/json"})
         assert_error(r, 400, "InvalidParameter", param="model")
         raw = json.dumps({"model": MODEL, "prompt": "a"}).replace('"a"', '"a\\udfff"').encode()
