@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import sys
 from collections.abc import Callable
@@ -68,9 +67,8 @@ def main() -> None:
 @_settings_options
 def serve(config_file: str | None, **overrides: Any) -> None:
     """Run the API server (the built-in preview engine when no models are configured)."""
-    import uvicorn
-
-    from .app import create_app
+    from .http import create_app
+    from .http.server import run_server
 
     settings = _load_settings(config_file, overrides)
     _configure_logging(settings.log_level)
@@ -84,26 +82,7 @@ def serve(config_file: str | None, **overrides: Any) -> None:
     except (ValueError, OSError) as exc:  # e.g. an unknown engine, a bad allowlist, an empty secret.key
         raise click.ClickException(f"cannot start the server: {exc}") from exc
     log.info("listening on http://%s:%d (links: %s)", settings.host, settings.port, settings.base_url)
-    # graceful shutdown: on SIGTERM the app refuses new requests (503) while uvicorn stops accepting
-    # connections and lets in-flight requests, streams included, finish for up to shutdown_timeout_s
-    from sse_starlette.sse import AppStatus
-
-    AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
-
-    class DrainingServer(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            app.state.begin_drain()
-            super().handle_exit(sig, frame)
-
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
-    )
-    DrainingServer(config).run()
+    run_server(app, settings)
 
 
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from .references import sniff_format
+from .sse import SSEDecoder
 
 
 @dataclass
@@ -78,12 +79,12 @@ async def _events(client: httpx.AsyncClient, path: str, body: dict[str, Any]) ->
             except (ValueError, KeyError, TypeError):
                 message = response.text
             raise RuntimeError(f"HTTP {response.status_code} {message}")
-        async for line in response.aiter_lines():
-            if line.startswith("data:"):
-                data = line[5:].strip()
-                if data == "[DONE]":
+        decoder = SSEDecoder()
+        async for chunk in response.aiter_text():
+            for event in decoder.feed(chunk):
+                if event.data == "[DONE]":
                     return
-                yield json.loads(data)
+                yield json.loads(event.data)
 
 
 @contextlib.asynccontextmanager
@@ -93,8 +94,8 @@ async def _client(options: GenerateOptions) -> AsyncIterator[httpx.AsyncClient]:
         async with httpx.AsyncClient(base_url=options.server.rstrip("/"), headers=headers, timeout=600) as c:
             yield c
         return
-    from .app import create_app
     from .config import load_settings
+    from .http import create_app
 
     with tempfile.TemporaryDirectory(prefix="seedream-") as tmp:
         app = create_app(load_settings(overrides={"data_dir": tmp, "auth": False}))

@@ -9,24 +9,50 @@ default" for every optional field (the Ark SDK sends explicit nulls). Unknown fi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any, Literal
+import re
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .errors import InvalidParameter, MissingParameter, SeedreamError
 
-MAX_IMAGES_PER_REQUEST = 15
+MAX_IMAGES_PER_REQUEST = 15  # references + outputs of one request
+MAX_SEED = 2_147_483_647  # seeds are -1 (random) or 0..MAX_SEED
+MAX_N = 10  # OpenAI's n: independent images of one request
 _EXT: dict[str, Any] = {"x-extension": "openai"}
+_NON_EMPTY: dict[str, Any] = {"minLength": 1}  # documented; the check (and its Ark message) is in the code
+
+
+def _utf8(value: str) -> str:
+    """Strings must encode to UTF-8: a lone surrogate (``"\\ud800"`` in JSON) is refused, never a 500 later."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("the string is not valid Unicode (it contains a lone surrogate)") from None
+    return value
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema integers include ``3.0``: accept an integral float as that integer (``3.5`` stays an error)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: a string field: valid UTF-8
+Text = Annotated[str, AfterValidator(_utf8)]
+#: integer fields, which also take integral floats as JSON Schema does
+Seed = Annotated[int, Field(ge=-1, le=MAX_SEED), BeforeValidator(_integral)]
+ImageCount = Annotated[int, Field(ge=1, le=MAX_N), BeforeValidator(_integral)]
+MaxImages = Annotated[int, Field(ge=1, le=MAX_IMAGES_PER_REQUEST), BeforeValidator(_integral)]
 
 
 class SequentialImageGenerationOptions(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
 
-    max_images: int | None = Field(
+    max_images: MaxImages | None = Field(
         default=None,
-        ge=1,
-        le=MAX_IMAGES_PER_REQUEST,
         description="Most images this request may produce, 1..15 (default 15). Read only when "
         "sequential_image_generation is auto; inputs + outputs never exceed 15.",
     )
@@ -45,17 +71,20 @@ class ImageGenerationRequest(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="allow")
 
-    model: str = Field(description="A served model name or alias, e.g. doubao-seedream-4-0-250828.")
-    prompt: str = Field(
-        description="Text prompt in Chinese or English; non-empty. Advice: at most 300 CJK characters or "
-        "600 words; the hard limit is configurable (default 4000 characters)."
+    model: Text = Field(
+        description="A served model name or alias, e.g. doubao-seedream-4-0-250828.", json_schema_extra=_NON_EMPTY
     )
-    image: str | list[str] | None = Field(
+    prompt: Text = Field(
+        json_schema_extra=_NON_EMPTY,
+        description="Text prompt in Chinese or English; non-empty. Advice: at most 300 CJK characters or "
+        "600 words; the hard limit is configurable (default 4000 characters).",
+    )
+    image: Text | list[Text] | None = Field(
         default=None,
         description="Reference image(s): http(s) URL or data:image/<fmt>;base64,<data> with lowercase <fmt>; "
         "a string or a list of up to 14.",
     )
-    size: str | None = Field(
+    size: Text | None = Field(
         default=None,
         description="1K, 2K, 4K (aspect ratio from the prompt or the first reference) or <W>x<H> with "
         "921600 <= W*H <= 16777216 and 1/16 <= W/H <= 16. Default 2048x2048.",
@@ -75,10 +104,8 @@ class ImageGenerationRequest(BaseModel):
         default=None, description="url (default; signed link valid 24 h) or b64_json. Images are JPEG."
     )
     watermark: bool | None = Field(default=None, description='true (default): visible "AI生成" mark bottom-right.')
-    seed: int | None = Field(
+    seed: Seed | None = Field(
         default=None,
-        ge=-1,
-        le=2147483647,
         description="-1 (default) = random. The same seed and inputs give the same images on one engine.",
     )
     guidance_scale: float | None = Field(
@@ -88,21 +115,19 @@ class ImageGenerationRequest(BaseModel):
     optimize_prompt_options: OptimizePromptOptions | None = Field(
         default=None, description="Prompt optimisation options; mode fast may trade quality for speed."
     )
-    n: int | None = Field(
+    n: ImageCount | None = Field(
         default=None,
-        ge=1,
-        le=10,
         description="OpenAI extension: number of independent images when sequential generation is "
         "disabled (default 1). Ignored in auto mode.",
         json_schema_extra=_EXT,
     )
-    quality: str | None = Field(
+    quality: Text | None = Field(
         default=None, max_length=64, description="OpenAI extension: accepted and ignored.", json_schema_extra=_EXT
     )
-    style: str | None = Field(
+    style: Text | None = Field(
         default=None, max_length=64, description="OpenAI extension: accepted and ignored.", json_schema_extra=_EXT
     )
-    user: str | None = Field(
+    user: Text | None = Field(
         default=None,
         max_length=256,
         description="OpenAI extension: end-user id (at most 256 characters), logged.",
@@ -115,18 +140,18 @@ class ImageGenerationRequest(BaseModel):
     )
 
 
-class ImageItem(BaseModel):
-    url: str | None = Field(default=None, description="Signed link to the image (response_format url).")
-    b64_json: str | None = Field(default=None, description="Base64 image bytes (response_format b64_json).")
-    size: str | None = Field(default=None, description="Delivered size, <W>x<H>.")
-    error: ErrorBody | None = Field(default=None, description="Set instead of url/b64_json when this image failed.")
-
-
 class ErrorBody(BaseModel):
     code: str
     message: str
     param: str | None = None
     type: str | None = None
+
+
+class ImageItem(BaseModel):
+    url: str | None = Field(default=None, description="Signed link to the image (response_format url).")
+    b64_json: str | None = Field(default=None, description="Base64 image bytes (response_format b64_json).")
+    size: str | None = Field(default=None, description="Delivered size, <W>x<H>.")
+    error: ErrorBody | None = Field(default=None, description="Set instead of url/b64_json when this image failed.")
 
 
 class Usage(BaseModel):
@@ -146,6 +171,39 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+# -- server-sent events of a streamed request (SPEC §7), in wire order ---------------------------------
+
+
+class PartialSucceededEvent(BaseModel):
+    type: Literal["image_generation.partial_succeeded"] = "image_generation.partial_succeeded"
+    model: str
+    created: int
+    image_index: int
+    url: str | None = None
+    b64_json: str | None = None
+    size: str
+
+
+class PartialFailedEvent(BaseModel):
+    type: Literal["image_generation.partial_failed"] = "image_generation.partial_failed"
+    model: str
+    created: int
+    image_index: int
+    error: ErrorBody
+
+
+class CompletedEvent(BaseModel):
+    type: Literal["image_generation.completed"] = "image_generation.completed"
+    model: str
+    created: int
+    usage: Usage
+
+
+class StreamErrorEvent(BaseModel):
+    type: Literal["error"] = "error"
+    error: ErrorBody
+
+
 ImageItem.model_rebuild()
 
 
@@ -155,7 +213,7 @@ class GenerationRequest:
 
     model: str
     prompt: str
-    images: tuple[str, ...] = ()
+    images: tuple[str | bytes, ...] = ()  # URLs or data URIs (JSON), uploaded files (multipart edits)
     size: str = "2048x2048"
     sequential: bool = False
     max_images: int = MAX_IMAGES_PER_REQUEST
@@ -230,12 +288,44 @@ def _form_value(name: str, raw: str) -> Any:
     return raw
 
 
-def edit_form_to_request(fields: list[tuple[str, str]], images: list[str]) -> ImageGenerationRequest:
+class ImageEditForm(BaseModel):
+    """``POST /v1/images/edits`` (multipart/form-data): the documented form; :func:`edit_form_to_request`
+    reads it. Nested options come as JSON text or flattened (``sequential_image_generation_options[max_images]``).
+    """
+
+    image: list[bytes] = Field(
+        alias="image[]",
+        description="Reference images (1..14), any of jpeg, png, webp, bmp, tiff, gif; also accepted as image.",
+        json_schema_extra={"items": {"type": "string", "format": "binary"}},
+    )
+    model: str = Field(description="A served model name or alias.", json_schema_extra={"minLength": 1})
+    prompt: str = Field(description="Text prompt; non-empty.", json_schema_extra={"minLength": 1})
+    n: int | None = Field(default=None, ge=1, le=10, description="Independent images when not a group.")
+    size: str | None = Field(default=None, description="1K, 2K, 4K or <W>x<H>.")
+    response_format: Literal["url", "b64_json"] | None = None
+    output_format: Literal["jpeg", "png", "webp"] | None = None
+    watermark: bool | None = None
+    seed: int | None = Field(default=None, ge=-1, le=MAX_SEED)
+    sequential_image_generation: Literal["auto", "disabled"] | None = None
+    stream: bool | None = None
+    guidance_scale: float | None = Field(default=None, ge=0, le=30)
+    optimize_prompt_options: str | None = Field(default=None, description='JSON object, e.g. {"mode": "fast"}.')
+    sequential_image_generation_options: str | None = Field(
+        default=None,
+        description='JSON object {"max_images": N}, or the flattened field '
+        "sequential_image_generation_options[max_images].",
+    )
+    quality: str | None = Field(default=None, description="Accepted and ignored.")
+    style: str | None = Field(default=None, description="Accepted and ignored.")
+    user: str | None = Field(default=None, description="End-user id, logged.")
+
+
+def edit_form_to_request(fields: list[tuple[str, str]], uploads: list[bytes]) -> GenerationRequest:
     """Map an OpenAI ``/v1/images/edits`` multipart form onto a generation request.
 
-    ``fields`` are the text fields in order; ``images`` the uploaded files as data URIs. Nested options
-    may come as JSON (``sequential_image_generation_options={"max_images":3}``) or flattened
-    (``sequential_image_generation_options[max_images]=3``).
+    ``fields`` are the text fields in order; ``uploads`` the image files' bytes, which go to the reference
+    loader as they are. Nested options may come as JSON (``sequential_image_generation_options={"max_images":3}``)
+    or flattened (``sequential_image_generation_options[max_images]=3``).
     """
     body: dict[str, Any] = {}
     for name, raw in fields:
@@ -250,24 +340,26 @@ def edit_form_to_request(fields: list[tuple[str, str]], images: list[str]) -> Im
                 target[inner] = int(raw) if inner == "max_images" and raw.lstrip("-").isdigit() else raw
             continue
         body[name] = _form_value(name, raw)
-    if not images:
+    if not uploads:
         raise MissingParameter("The request failed because it is missing the parameter: image.", param="image")
-    body["image"] = images
     try:
-        return ImageGenerationRequest.model_validate(body)
+        parsed = ImageGenerationRequest.model_validate(body)
     except ValidationError as exc:
         raise translate_validation_error(exc) from exc
+    return replace(to_generation_request(parsed), images=tuple(uploads))
+
+
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def _param_of(loc: tuple[int | str, ...]) -> str:
-    parts = [str(p) for p in loc if p != "body"]
+    """``("body", "image", 2)`` -> ``image[2]``; pydantic's union branch labels (``str``,
+    ``function-after[_utf8(), str]``, ``list[...]``) are not field names and are skipped."""
     out = ""
-    for part in parts:
+    for part in (str(p) for p in loc if p != "body"):
         if part.isdigit():
             out += f"[{part}]"
-        elif part in {"str", "list[str]"}:  # union branch names from pydantic
-            continue
-        else:
+        elif _FIELD_NAME.match(part) and part not in {"str", "int"}:
             out += ("." if out else "") + part
     return out
 
@@ -277,7 +369,12 @@ def translate_validation_error(exc: ValidationError | Any) -> SeedreamError:
     errors = exc.errors()
     if not errors:
         return InvalidParameter("The request body is not valid.")
-    err = errors[0]
+    # the first field's most specific error: for ``image: ["ok", 5]`` the list branch's image[1], not "a string"
+    field = _param_of(tuple(errors[0].get("loc", ())))
+    err = max(
+        (e for e in errors if _param_of(tuple(e.get("loc", ()))).startswith(field)),
+        key=lambda e: len(_param_of(tuple(e.get("loc", ())))),
+    )
     loc = tuple(err.get("loc", ()))
     param = _param_of(loc)
     kind = err.get("type", "")
@@ -290,7 +387,7 @@ def translate_validation_error(exc: ValidationError | Any) -> SeedreamError:
             f"The request failed because it is missing one or multiple required parameters: {param}.",
             param=param,
         )
-    return InvalidParameter(
+    return InvalidParameter(  # param names the field (image), the message the item (image[2])
         f"The parameter `{param}` specified in the request is not valid: {err.get('msg', 'invalid value')}.",
-        param=param,
+        param=re.sub(r"\[\d+\]", "", param),
     )

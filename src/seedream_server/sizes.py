@@ -121,8 +121,14 @@ def resolve_size(
     limits: SizeLimits,
     first_reference: tuple[int, int] | None = None,
 ) -> tuple[int, int]:
-    """The delivered (width, height) for a request (SPEC §3)."""
-    parsed = parse_size(size, limits)
+    """The delivered (width, height) for a request (SPEC §3): :func:`parse_size` then :func:`delivered_size`."""
+    return delivered_size(parse_size(size, limits), prompt, first_reference)
+
+
+def delivered_size(
+    parsed: tuple[int, int] | str, prompt: str, first_reference: tuple[int, int] | None = None
+) -> tuple[int, int]:
+    """The (width, height) of a size :func:`parse_size` accepted: explicit as given, a preset by ratio."""
     if isinstance(parsed, tuple):
         return parsed
     ratio = ratio_from_prompt(prompt)

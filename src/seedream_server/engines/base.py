@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from ..errors import SeedreamError
+from ..sizes import SizeLimits
+
+#: pixels a decoded reference image is reduced to when an engine does not say what it uses
+DEFAULT_REFERENCE_PIXELS = 2048 * 2048
 
 
 @dataclass(frozen=True)
@@ -22,11 +26,8 @@ class EngineCapabilities:
     """What a model served by an engine accepts; the service validates requests against it."""
 
     max_references: int = 14
-    min_pixels: int = 921_600
-    max_pixels: int = 16_777_216
-    min_ratio: float = 1 / 16
-    max_ratio: float = 16.0
-    supports_groups: bool = True
+    sizes: SizeLimits = field(default_factory=SizeLimits)  # the explicit WxH sizes it delivers
+    reference_pixels: int = DEFAULT_REFERENCE_PIXELS  # references are decoded down to this many pixels
     description: str = ""
 
 
@@ -62,7 +63,6 @@ class ImageResult:
     index: int
     image: Image.Image | None = None
     error: SeedreamError | None = None
-    info: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

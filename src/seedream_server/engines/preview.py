@@ -21,6 +21,9 @@ from PIL import Image, ImageDraw, ImageFont
 from .base import Engine, EngineCapabilities, ImageJob, ImageResult, ImageTask
 
 _FIELD = 96  # side of the low-resolution field before upscaling
+_THUMB_FRACTION = 8  # reference thumbnails are 1/8 of the short side
+#: references are shown as thumbnails (at most 6240/8 px at 4K): decoding them larger than 1 MP is waste
+PREVIEW_REFERENCE_PIXELS = 1024 * 1024
 
 
 def _rng(*parts: object) -> np.random.Generator:
@@ -94,7 +97,7 @@ def render(job: ImageJob, task: ImageTask) -> Image.Image:
 
     # 3. references as thumbnails along the top edge, one per reference
     if job.references:
-        thumb = max(16, short // 8)
+        thumb = max(16, short // _THUMB_FRACTION)
         x = margin = max(4, short // 60)
         for ref in job.references:
             tile = ref.convert("RGB").copy()
@@ -123,7 +126,8 @@ class PreviewEngine(Engine):
 
     def __init__(self, capabilities: EngineCapabilities | None = None) -> None:
         self._capabilities = capabilities or EngineCapabilities(
-            description="Built-in preview engine: deterministic placeholder images, not a real model."
+            reference_pixels=PREVIEW_REFERENCE_PIXELS,
+            description="Built-in preview engine: deterministic placeholder images, not a real model.",
         )
 
     @property
@@ -133,4 +137,4 @@ class PreviewEngine(Engine):
     async def generate(self, job: ImageJob) -> AsyncIterator[ImageResult]:
         for task in job.tasks:
             image = await asyncio.to_thread(render, job, task)
-            yield ImageResult(index=task.index, image=image, info={"engine": self.kind})
+            yield ImageResult(index=task.index, image=image)

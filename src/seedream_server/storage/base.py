@@ -1,15 +1,25 @@
-"""The storage plug point: durable writes that return a URL clients can fetch later."""
+"""The storage plug point: durable writes that return a link clients can fetch later, and the read side
+that serves such a link (so the HTTP layer never depends on one backend)."""
 
 from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 
 #: image names are ``<32 hex>_<index>.<ext>``: nothing else is ever read or written
-NAME_PATTERN = re.compile(r"^([0-9a-f]{32}_[0-9]{1,2})\.(jpeg|png|webp)\Z")
+IMAGE_NAME_PATTERN = re.compile(r"^([0-9a-f]{32}_[0-9]{1,2})\.(jpeg|png|webp)\Z")
 
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+
+
+def content_type(name: str) -> str:
+    """The media type of a valid image name (by its extension)."""
+    match = IMAGE_NAME_PATTERN.match(name)
+    if match is None:
+        raise ValueError(f"invalid image name {name!r}")
+    return CONTENT_TYPES[match.group(2)]
 
 
 @dataclass(frozen=True)
@@ -18,7 +28,15 @@ class StoredImage:
 
     name: str
     url: str
-    expires: int
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """A stored image found through a valid link, ready to be served."""
+
+    name: str
+    content_type: str
+    path: Path
 
 
 class Storage(ABC):
@@ -26,7 +44,15 @@ class Storage(ABC):
 
     @abstractmethod
     async def put(self, name: str, data: bytes) -> StoredImage:
-        """Write ``data`` under ``name`` (matching NAME_PATTERN) and return its link."""
+        """Write ``data`` under ``name`` (matching IMAGE_NAME_PATTERN) and return its link."""
+
+    @abstractmethod
+    def url(self, name: str) -> str:
+        """A fresh link to the stored image ``name``, valid for the store's retention."""
+
+    @abstractmethod
+    async def open(self, name: str, expires: str | None, signature: str | None) -> ImageFile:
+        """The image behind a link: 404 for unknown or deleted names, 403 for a bad or expired signature."""
 
     async def sweep(self) -> int:
         """Delete images past retention; return how many were deleted."""

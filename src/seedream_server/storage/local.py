@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from ..errors import NotFoundError
-from .base import NAME_PATTERN, Storage, StoredImage
+from .base import IMAGE_NAME_PATTERN, ImageFile, Storage, StoredImage, content_type
 from .signing import UrlSigner
 
 
@@ -46,15 +46,21 @@ class LocalStorage(Storage):
         return f"{self.base_url}/files/{name}?{query}"
 
     async def put(self, name: str, data: bytes) -> StoredImage:
-        if not NAME_PATTERN.match(name):
+        if not IMAGE_NAME_PATTERN.match(name):
             raise ValueError(f"invalid image name {name!r}")
         await asyncio.to_thread(self._write, name, data)
-        expires = int(time.time() + self.retention_s)
-        return StoredImage(name=name, url=self.signed_url(name, expires), expires=expires)
+        return StoredImage(name=name, url=self.url(name))
+
+    def url(self, name: str) -> str:
+        return self.signed_url(name, int(time.time() + self.retention_s))
+
+    async def open(self, name: str, expires: str | None, signature: str | None) -> ImageFile:
+        path = self.open_path(name, expires, signature)
+        return ImageFile(name=name, content_type=content_type(name), path=path)
 
     def open_path(self, name: str, expires: str | None, signature: str | None) -> Path:
         """The file behind a link: 404 for names outside the pattern, 403 for a bad or old signature."""
-        if not NAME_PATTERN.match(name):
+        if not IMAGE_NAME_PATTERN.match(name):
             raise NotFoundError(f"The file {name!r} does not exist.")
         self.signer.verify(name, expires, signature)
         path = self.root / name
@@ -67,7 +73,7 @@ class LocalStorage(Storage):
         for entry in os.scandir(self.root):
             try:
                 stale_tmp = entry.name.startswith(".tmp-") and entry.stat().st_mtime < now - 3600
-                expired = NAME_PATTERN.match(entry.name) and entry.stat().st_mtime < now - self.retention_s
+                expired = IMAGE_NAME_PATTERN.match(entry.name) and entry.stat().st_mtime < now - self.retention_s
                 if stale_tmp or expired:
                     os.unlink(entry.path)
                     deleted += 1

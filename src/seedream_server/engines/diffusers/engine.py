@@ -109,6 +109,7 @@ class DiffusersEngine(Engine):
             limit = min(limit, self.options.max_references)
         return EngineCapabilities(
             max_references=limit,
+            reference_pixels=self.options.native_pixels or info.native_pixels,
             description=f"{info.family.description} ({info.pipeline_class}) via diffusers: {self.options.source}",
         )
 
@@ -116,10 +117,6 @@ class DiffusersEngine(Engine):
     def info(self) -> ModelInfo | None:
         """The detected family and defaults (``None`` for a hub id until :meth:`start`)."""
         return self._info
-
-    @property
-    def device(self) -> str | None:
-        return self._worker.device if self._worker is not None else None
 
     async def start(self) -> None:
         """Resolve the source, pick the device, and load the pipeline on the device's worker thread."""
@@ -195,12 +192,6 @@ class DiffusersEngine(Engine):
         tasks = iter(job.tasks)
         inflight: deque[WorkItem] = deque()
         outputs: list[Image.Image] = []
-        info = {
-            "engine": self.kind,
-            "family": runner.family.name,
-            "generated_size": f"{plan.width}x{plan.height}",
-            "steps": str(plan.steps),
-        }
         try:
             while True:
                 # 1. keep up to `ahead` images queued so the worker can batch them
@@ -227,7 +218,7 @@ class DiffusersEngine(Engine):
                 inflight.popleft()
                 self._inflight.discard(item)
                 outputs.append(image)
-                yield ImageResult(index=item.index, image=image, info=info)
+                yield ImageResult(index=item.index, image=image)
         finally:
             # 3. the consumer is gone (or we failed): nothing queued or running for this job may go on
             for pending in inflight:

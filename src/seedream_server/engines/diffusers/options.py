@@ -6,41 +6,11 @@ to a default. :data:`OPTIONS` is the table the docs are written from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, cast
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, cast, get_type_hints
 
 from .families import ModelSetupError
-
-#: (name, type, default, help) - the documented option table
-OPTIONS: tuple[tuple[str, str, str, str], ...] = (
-    ("source", "str", "required", "Local diffusers model directory, or a Hugging Face hub id (org/name)."),
-    ("allow_download", "bool", "false", "Let a hub id download; otherwise it loads from the local cache only."),
-    ("revision", "str", "", "Hub revision (branch, tag or commit) of a hub id."),
-    ("variant", "str", "", "Weight file variant, e.g. 'fp16'."),
-    ("device", "str", "auto", "'cuda', 'cuda:1', 'mps' or 'cpu'; auto = cuda, then mps, then cpu."),
-    (
-        "dtype",
-        "str",
-        "auto",
-        "'float32', 'bfloat16' or 'float16'; auto = bf16 (fp16 where bf16 is missing) on GPU, fp32 on CPU.",
-    ),
-    ("offload", "str", "none", "'none', 'model' (enable_model_cpu_offload) or 'sequential' (GPU memory saver)."),
-    ("steps", "int", "family", "Denoising steps."),
-    ("fast_steps", "int", "steps/2", "Steps when the request asks optimize_prompt_options.mode = fast."),
-    ("guidance_scale", "float", "family", "Default guidance when the request gives none (true CFG on Qwen-Image)."),
-    ("strength", "float", "0.7", "img2img strength for one reference on SD/SDXL/FLUX.1/Qwen-Image."),
-    ("max_references", "int", "family", "Cap on reference images, at most the family's limit; 0 = none."),
-    ("native_pixels", "int", "family", "Pixel budget of generation (e.g. 1048576 = 1024x1024); the server resizes."),
-    ("size_multiple", "int", "vae x 2", "Generated sides are multiples of this."),
-    (
-        "group_feed_forward",
-        "bool",
-        "true",
-        "In a group, feed earlier outputs to later images as references (multi-reference families).",
-    ),
-    ("max_batch_size", "int", "4", "Most compatible text-to-image images run as one pipeline call."),
-    ("batch_window_ms", "float", "10", "How long a first image waits for others to batch with."),
-)
 
 
 def looks_like_hub_id(source: str) -> bool:
@@ -62,27 +32,118 @@ _DTYPES = {
 }
 
 
+Check = Callable[[Any], bool]
+
+
+def option(default: Any, help: str, *, shown: str | None = None, rule: str = "", check: Check | None = None) -> Any:
+    """A field of :class:`DiffusersOptions` with its documentation and its check as metadata.
+
+    ``shown`` is the default as the docs state it (when it is not the literal value); ``check`` and ``rule``
+    say what a configured value must be (the type comes from the field's annotation).
+    """
+    return field(default=default, metadata={"help": help, "shown": shown, "rule": rule, "check": check})
+
+
+def _between(low: float, high: float) -> Check:
+    return lambda value: low <= value <= high
+
+
+def _non_empty(value: Any) -> bool:
+    return bool(value)
+
+
 @dataclass(frozen=True)
 class DiffusersOptions:
-    """Typed options of one diffusers model."""
+    """Typed options of one diffusers model, and THE option table: docs and checks come from the fields."""
 
-    source: str
-    allow_download: bool = False
-    revision: str | None = None
-    variant: str | None = None
-    device: str | None = None
-    dtype: str | None = None
-    offload: str = "none"
-    steps: int | None = None
-    fast_steps: int | None = None
-    guidance_scale: float | None = None
-    strength: float = 0.7
-    max_references: int | None = None
-    native_pixels: int | None = None
-    size_multiple: int | None = None
-    group_feed_forward: bool = True
-    max_batch_size: int = 4
-    batch_window_ms: float = 10.0
+    source: str = option("", "Local diffusers model directory, or a Hugging Face hub id (org/name).", shown="required")
+    allow_download: bool = option(False, "Let a hub id download; otherwise it loads from the local cache only.")
+    revision: str | None = option(
+        None, "Hub revision (branch, tag or commit) of a hub id.", shown="", rule="a non-empty string", check=_non_empty
+    )
+    variant: str | None = option(
+        None, "Weight file variant, e.g. 'fp16'.", shown="", rule="a non-empty string", check=_non_empty
+    )
+    device: str | None = option(
+        None,
+        "'cuda', 'cuda:1', 'mps' or 'cpu'; auto = cuda, then mps, then cpu.",
+        shown="auto",
+        rule="cuda[:N], mps, xpu or cpu",
+        check=lambda v: v.split(":")[0] in {"cuda", "mps", "cpu", "xpu"},
+    )
+    dtype: str | None = option(
+        None,
+        "'float32', 'bfloat16' or 'float16'; auto = bf16 (fp16 where bf16 is missing) on GPU, fp32 on CPU.",
+        shown="auto",
+        rule="float32, bfloat16 or float16",
+        check=lambda v: v.lower() in _DTYPES,
+    )
+    offload: str = option(
+        "none",
+        "'none', 'model' (enable_model_cpu_offload) or 'sequential' (GPU memory saver).",
+        rule="none, model or sequential",
+        check=lambda v: v in {"none", "model", "sequential"},
+    )
+    steps: int | None = option(
+        None, "Denoising steps.", shown="family", rule="an integer in 1..1000", check=_between(1, 1000)
+    )
+    fast_steps: int | None = option(
+        None,
+        "Steps when the request asks optimize_prompt_options.mode = fast.",
+        shown="steps/2",
+        rule="an integer in 1..1000",
+        check=_between(1, 1000),
+    )
+    guidance_scale: float | None = option(
+        None,
+        "Default guidance when the request gives none (true CFG on Qwen-Image).",
+        shown="family",
+        rule="a number in 0..100",
+        check=_between(0, 100),
+    )
+    strength: float = option(
+        0.7,
+        "img2img strength for one reference on SD/SDXL/FLUX.1/Qwen-Image.",
+        rule="a number in (0, 1]",
+        check=lambda v: 0 < v <= 1,
+    )
+    max_references: int | None = option(
+        None,
+        "Cap on reference images, at most the family's limit; 0 = none.",
+        shown="family",
+        rule="an integer in 0..14",
+        check=_between(0, 14),
+    )
+    native_pixels: int | None = option(
+        None,
+        "Pixel budget of generation (e.g. 1048576 = 1024x1024); the server resizes.",
+        shown="family",
+        rule="an integer in 64..67108864",
+        check=_between(64, 64 * 1024 * 1024),
+    )
+    size_multiple: int | None = option(
+        None,
+        "Generated sides are multiples of this.",
+        shown="vae x 2",
+        rule="an integer in 1..256",
+        check=_between(1, 256),
+    )
+    group_feed_forward: bool = option(
+        True, "In a group, feed earlier outputs to later images as references (multi-reference families)."
+    )
+    max_batch_size: int = option(
+        4,
+        "Most compatible text-to-image images run as one pipeline call.",
+        rule="an integer in 1..64",
+        check=_between(1, 64),
+    )
+    batch_window_ms: float = option(
+        10.0,
+        "How long a first image waits for others to batch with.",
+        shown="10",
+        rule="a number of milliseconds in 0..10000",
+        check=_between(0, 10_000),
+    )
 
     @classmethod
     def parse(cls, model: str, options: dict[str, Any]) -> DiffusersOptions:
@@ -96,35 +157,49 @@ class DiffusersOptions:
         if not isinstance(source, str) or not source.strip():
             raise ModelSetupError(f"{where}: option 'source' (a model directory or hub id) is required")
         values: dict[str, Any] = {"source": source.strip()}
-
-        def take(name: str, kind: type | tuple[type, ...], check: Any = None, rule: str = "") -> None:
-            if name not in options:
-                return
-            value = options[name]
-            if isinstance(value, bool) and kind is not bool:
-                raise ModelSetupError(f"{where}: option {name!r} must be {rule or kind}, got {value!r}")
-            if not isinstance(value, kind):
-                raise ModelSetupError(f"{where}: option {name!r} must be {rule or kind}, got {value!r}")
-            if check is not None and not check(value):
-                raise ModelSetupError(f"{where}: option {name!r} must be {rule}, got {value!r}")
-            values[name] = float(cast(float, value)) if kind == (int, float) else value
-
-        take("allow_download", bool, rule="true or false")
-        take("group_feed_forward", bool, rule="true or false")
-        take("revision", str, lambda v: bool(v), "a non-empty string")
-        take("variant", str, lambda v: bool(v), "a non-empty string")
-        take("device", str, lambda v: v.split(":")[0] in {"cuda", "mps", "cpu", "xpu"}, "cuda[:N], mps, xpu or cpu")
-        take("dtype", str, lambda v: v.lower() in _DTYPES, "float32, bfloat16 or float16")
+        for name, row in _ROWS.items():
+            if name in options and name != "source":
+                values[name] = row.take(where, options[name])
         if "dtype" in values:
             values["dtype"] = _DTYPES[values["dtype"].lower()]
-        take("offload", str, lambda v: v in {"none", "model", "sequential"}, "none, model or sequential")
-        take("steps", int, lambda v: 1 <= v <= 1000, "an integer in 1..1000")
-        take("fast_steps", int, lambda v: 1 <= v <= 1000, "an integer in 1..1000")
-        take("guidance_scale", (int, float), lambda v: 0 <= v <= 100, "a number in 0..100")
-        take("strength", (int, float), lambda v: 0 < v <= 1, "a number in (0, 1]")
-        take("max_references", int, lambda v: 0 <= v <= 14, "an integer in 0..14")
-        take("native_pixels", int, lambda v: 64 <= v <= 64 * 1024 * 1024, "an integer in 64..67108864")
-        take("size_multiple", int, lambda v: 1 <= v <= 256, "an integer in 1..256")
-        take("max_batch_size", int, lambda v: 1 <= v <= 64, "an integer in 1..64")
-        take("batch_window_ms", (int, float), lambda v: 0 <= v <= 10_000, "a number of milliseconds in 0..10000")
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One option as the parser and the docs see it."""
+
+    name: str
+    kind: str  # "bool", "str", "int" or "float"
+    help: str
+    shown: str
+    rule: str
+    check: Check | None
+
+    def take(self, where: str, value: Any) -> Any:
+        """The configured ``value`` checked against its type and rule (ints are accepted as floats)."""
+        accepted: tuple[type, ...] = {"bool": (bool,), "str": (str,), "int": (int,), "float": (int, float)}[self.kind]
+        rule = self.rule or ("true or false" if self.kind == "bool" else f"a {self.kind}")
+        if (isinstance(value, bool) and self.kind != "bool") or not isinstance(value, accepted):
+            raise ModelSetupError(f"{where}: option {self.name!r} must be {rule}, got {value!r}")
+        if self.check is not None and not self.check(value):
+            raise ModelSetupError(f"{where}: option {self.name!r} must be {rule}, got {value!r}")
+        return float(cast(float, value)) if self.kind == "float" else value
+
+
+def _read_rows() -> dict[str, _Row]:
+    hints = get_type_hints(DiffusersOptions)
+    rows = {}
+    for f in fields(DiffusersOptions):
+        kind = next(k for k in ("bool", "str", "int", "float") if k in str(hints[f.name]))
+        shown = f.metadata["shown"]
+        if shown is None:
+            shown = str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
+        rows[f.name] = _Row(f.name, kind, f.metadata["help"], shown, f.metadata["rule"], f.metadata["check"])
+    return rows
+
+
+_ROWS = _read_rows()
+
+#: (name, type, default as documented, help): the option table docs/engines.md is checked against
+OPTIONS: tuple[tuple[str, str, str, str], ...] = tuple((r.name, r.kind, r.shown, r.help) for r in _ROWS.values())

@@ -162,10 +162,6 @@ class DeviceWorker:
         result: T = await asyncio.wrap_future(job.done)
         return result
 
-    def queued(self) -> int:
-        with self._cond:
-            return len(self._queue)
-
     def close(self) -> None:
         """Stop taking work, fail what is queued, and let the thread end after its current call."""
         with self._cond:

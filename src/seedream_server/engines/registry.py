@@ -1,0 +1,26 @@
+"""The engine registry: a model's ``engine`` kind -> the implementation that serves it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..config import ModelConfig
+from .base import Engine
+from .preview import PreviewEngine
+
+EngineFactory = Callable[[ModelConfig], Engine]
+
+
+def build_engine(model: ModelConfig, extra: dict[str, EngineFactory] | None = None) -> Engine:
+    """The engine for ``model`` (``extra`` adds kinds, e.g. in tests)."""
+    if extra and model.engine in extra:
+        return extra[model.engine](model)
+    if model.engine == "preview":
+        return PreviewEngine()
+    if model.engine == "diffusers":
+        # imported here: torch and diffusers are an optional extra, needed only by a model that asks for them
+        from .diffusers import DiffusersEngine
+
+        return DiffusersEngine.from_options(model.name, model.options)
+    known = ", ".join(sorted({"preview", "diffusers", *(extra or {})}))
+    raise ValueError(f"model {model.name!r}: unknown engine {model.engine!r} (available: {known})")

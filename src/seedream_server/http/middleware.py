@@ -1,0 +1,166 @@
+"""The pure-ASGI middlewares, outermost first: request context and id, client timeouts, access (drain,
+authentication), body size limit. Each is small and wraps ``send``/``receive`` rather than buffering."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.datastructures import Headers
+
+from ..accounts import Accounts
+from ..errors import InvalidParameter, SeedreamError, ServiceUnavailable
+from ..metrics import Metrics
+from .context import context_of_scope
+from .errors import error_response
+
+log = logging.getLogger("seedream_server.http")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+API_PREFIXES = ("/v1/", "/api/v3/")  # routes that need an API key (unless --no-auth)
+OPEN_WHILE_DRAINING = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class HttpMiddleware:
+    """Base of the middlewares here: HTTP requests go to :meth:`handle`, other scopes (lifespan) straight on."""
+
+    app: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class ContextMiddleware(HttpMiddleware):
+    """Gives every request its context (request id) and an ``X-Request-Id`` header; counts responses."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = context_of_scope(scope).request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                self.metrics.responses.labels(str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class ClientTimeoutError(Exception):
+    """The client did not take a response message in time; the connection is given up."""
+
+
+class ClientTimeoutMiddleware(HttpMiddleware):
+    """Bounds how long a client may take: to send each chunk of its body (``read_timeout`` -> 400) and to
+    take each message of the response (``send_timeout`` -> the response is abandoned, which cancels its
+    job and frees its engine slot). Waiting for a disconnect after the body is complete is not bounded."""
+
+    def __init__(self, app: ASGIApp, read_timeout: float, send_timeout: float) -> None:
+        self.app = app
+        self.read_timeout = read_timeout
+        self.send_timeout = send_timeout
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body_done = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            try:
+                async with asyncio.timeout(self.read_timeout):
+                    message = await receive()
+            except TimeoutError:
+                raise InvalidParameter(f"The request body was not received within {self.read_timeout:g} s.") from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        async def timed_send(message: Message) -> None:
+            try:
+                async with asyncio.timeout(self.send_timeout):
+                    await send(message)
+            except TimeoutError:
+                request_id = context_of_scope(scope).request_id
+                log.warning("client did not read for %g s; giving up request_id=%s", self.send_timeout, request_id)
+                raise ClientTimeoutError(request_id) from None
+
+        try:
+            await self.app(scope, timed_receive, timed_send)
+        except* ClientTimeoutError:
+            pass  # the server closes the connection: the response never completed
+
+
+class AccessMiddleware(HttpMiddleware):
+    """Refuses new requests while the server drains (503) and requires an API key on the API routes (401;
+    429 for a client address that failed too often). The key found goes to the request context."""
+
+    def __init__(self, app: ASGIApp, accounts: Accounts, auth: bool, draining: Callable[[], bool]) -> None:
+        self.app = app
+        self.accounts = accounts
+        self.auth = auth
+        self.draining = draining
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx = context_of_scope(scope)
+        path = scope["path"]
+        error: SeedreamError | None = None
+        if self.draining() and path not in OPEN_WHILE_DRAINING:
+            error = ServiceUnavailable("The server is shutting down and takes no new requests.", retry_after=5)
+        elif self.auth and path.startswith(API_PREFIXES):
+            try:
+                ctx.api_key = await self.accounts.authenticate(Headers(scope=scope).get("authorization"), ctx.client)
+            except SeedreamError as exc:  # 401, or 429 for a client that failed too often
+                error = exc
+            except Exception:
+                log.exception("key store unavailable request_id=%s", ctx.request_id)
+                error = ServiceUnavailable("The API key store is unavailable; retry shortly.", retry_after=5)
+        if error is not None:
+            await error_response(error, ctx.request_id)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware(HttpMiddleware):
+    """Refuses request bodies larger than ``limit`` bytes: by Content-Length before reading, else while
+    reading (chunked uploads), so no body is ever held in memory past the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def _error(self) -> InvalidParameter:
+        return InvalidParameter(f"The request body is larger than the {self.limit}-byte limit.")
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            await error_response(self._error(), context_of_scope(scope).request_id)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise self._error()
+            return message
+
+        await self.app(scope, limited, send)

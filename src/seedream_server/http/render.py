@@ -1,0 +1,165 @@
+"""Rendering a job's events as the response: one JSON body, or server-sent events (SPEC §6-7), built from
+the protocol's response models so the OpenAPI schema and the wire cannot drift.
+
+:class:`JobResponse` runs the job inside the response: it waits for the engine slot and the decoded
+references first (an error there is still a plain JSON error), then streams or collects, and the job
+settles when the response ends, however it ends (client gone, client too slow to read, failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from ..errors import ClientDisconnected, EngineError, SeedreamError
+from ..events import Event, ImageDelivered, ImageFailed, JobAborted, JobCompleted, JobUsage
+from ..job import Job
+from ..protocol import (
+    CompletedEvent,
+    ErrorBody,
+    ImageItem,
+    ImagesResponse,
+    PartialFailedEvent,
+    PartialSucceededEvent,
+    StreamErrorEvent,
+    Usage,
+)
+from .errors import error_response
+
+log = logging.getLogger("seedream_server.http")
+
+_T = TypeVar("_T")
+PING_S = 15  # SSE comment lines keep idle proxies from closing a stream that waits for a slow image
+
+
+def usage_of(usage: JobUsage) -> Usage:
+    return Usage(
+        generated_images=usage.generated_images, output_tokens=usage.output_tokens, total_tokens=usage.output_tokens
+    )
+
+
+def _failure(error: SeedreamError) -> ErrorBody:
+    return ErrorBody(code=error.code, message=error.message)
+
+
+def _error_event(error: SeedreamError, request_id: str) -> ServerSentEvent:
+    return _sse(StreamErrorEvent.model_validate(error.envelope(request_id)))
+
+
+def _sse(event: PartialSucceededEvent | PartialFailedEvent | CompletedEvent | StreamErrorEvent) -> ServerSentEvent:
+    data = event.model_dump_json(exclude_none=True)
+    return ServerSentEvent(data=data, event=event.type, sep="\n")
+
+
+async def collect(job: Job) -> ImagesResponse:
+    """Non-streaming: run the whole job, then answer with data in order and usage."""
+    data: list[ImageItem] = []
+    first_failure: SeedreamError | None = None
+    usage = JobUsage()
+    async with contextlib.aclosing(job.events()) as events:
+        async for event in events:
+            if isinstance(event, ImageDelivered):
+                data.append(ImageItem(url=event.url, b64_json=event.b64_json, size=event.size))
+            elif isinstance(event, ImageFailed | JobAborted):
+                first_failure = first_failure or event.error
+                data.append(ImageItem(error=_failure(event.error)))
+                usage = event.usage if isinstance(event, JobAborted) else usage
+            elif isinstance(event, JobCompleted):
+                usage = event.usage
+    if usage.generated_images == 0:
+        raise first_failure or EngineError("No image was generated.")
+    return ImagesResponse(model=job.request.model, created=job.created, data=data, usage=usage_of(usage))
+
+
+def _stream_event(job: Job, event: Event) -> ServerSentEvent:
+    base: dict[str, Any] = {"model": job.request.model, "created": job.created}
+    if isinstance(event, ImageDelivered):
+        return _sse(
+            PartialSucceededEvent(
+                **base, image_index=event.index, url=event.url, b64_json=event.b64_json, size=event.size
+            )
+        )
+    if isinstance(event, ImageFailed):
+        return _sse(PartialFailedEvent(**base, image_index=event.index, error=_failure(event.error)))
+    if isinstance(event, JobAborted):
+        return _error_event(event.error, job.request_id)
+    return _sse(CompletedEvent(**base, usage=usage_of(event.usage)))
+
+
+async def stream(job: Job) -> AsyncIterator[ServerSentEvent]:
+    """Streaming: one event per image as soon as it is delivered, then completed and [DONE]."""
+    try:
+        async with contextlib.aclosing(job.events()) as events:
+            async for event in events:
+                yield _stream_event(job, event)
+                if isinstance(event, JobAborted):
+                    return
+        yield ServerSentEvent(data="[DONE]", sep="\n")
+    except SeedreamError as exc:
+        yield _error_event(exc, job.request_id)
+    except Exception:
+        log.exception("stream failed request_id=%s", job.request_id)
+        yield _error_event(EngineError("Image generation failed."), job.request_id)
+
+
+async def unless_disconnected(receive: Receive, work: Awaitable[_T]) -> _T:
+    """Await ``work``, cancelling it when the client disconnects."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(watcher, task, return_exceptions=True)
+    if task.cancelled():
+        raise ClientDisconnected("The client disconnected before the response was ready.")
+    return task.result()
+
+
+class JobResponse(Response):
+    """The response of an admitted job: the job lives, and settles, inside this response."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__()
+        self.job = job
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        job = self.job
+        async with job:
+            # 6. the engine slot and the decoded references first: their errors are still plain JSON
+            try:
+                await unless_disconnected(receive, job.start())
+            except ClientDisconnected:
+                return
+            except SeedreamError as exc:
+                job.status = exc.code
+                await error_response(exc, job.request_id)(scope, receive, send)
+                return
+            # 7. the images, streamed or collected
+            if job.request.stream:
+                response: Response = EventSourceResponse(stream(job), sep="\n", ping=PING_S)
+            else:
+                try:
+                    body = await unless_disconnected(receive, collect(job))
+                except ClientDisconnected:
+                    return
+                except SeedreamError as exc:
+                    response = error_response(exc, job.request_id)
+                else:
+                    response = JSONResponse(body.model_dump(exclude_none=True))
+            await response(scope, receive, send)

@@ -1,0 +1,1 @@
+"""The routers: generation (and edits), models, files, and the operational routes."""
