@@ -86,9 +86,22 @@ def _models(settings: Settings, metrics: Metrics, factories: dict[str, EngineFac
     return ModelRegistry(served)
 
 
-def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | None = None) -> FastAPI:
-    """Build the app for one settings object; ``engine_factories`` registers extra engine kinds."""
-    # 1. registries and shared objects, per app (no import-time globals)
+@dataclass
+class Parts:
+    """What one app is built from: per app, no import-time globals."""
+
+    settings: Settings
+    storage: Storage
+    metrics: Metrics
+    models: ModelRegistry
+    accounts: Accounts
+    decoder: ReferenceDecoder
+    service: ImageService
+    lifecycle: Lifecycle
+
+
+def build_parts(settings: Settings, engine_factories: dict[str, EngineFactory] | None = None) -> Parts:
+    """The registries and shared objects for one settings object, wired into the service."""
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     signer = UrlSigner(load_or_create_secret(data_dir, settings.signing_secret))
@@ -115,64 +128,73 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
         ),
         max_prompt_chars=settings.max_prompt_chars,
     )
-    lifecycle = Lifecycle()
+    return Parts(settings, storage, metrics, models, accounts, decoder, service, Lifecycle())
 
-    # 2. the lifespan: open the key store (migrating it), start engines, then the sweeper; stop all on shutdown
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await accounts.start()
-        if settings.auth:
-            await _first_key(accounts)
-        else:
-            log.warning("authentication is disabled (--no-auth): every request is allowed")
+
+@contextlib.asynccontextmanager
+async def lifespan(parts: Parts) -> AsyncIterator[None]:
+    """Open the key store (migrating it), start engines, then the sweeper; on shutdown stop them all."""
+    settings, accounts, models = parts.settings, parts.accounts, parts.models
+    await accounts.start()
+    if settings.auth:
+        await _first_key(accounts)
+    else:
+        log.warning("authentication is disabled (--no-auth): every request is allowed")
+    for served in models:
+        await served.engine.start()
+    parts.lifecycle.ready = True
+    sweeper = asyncio.create_task(_sweep_forever(parts.storage, settings.sweep_interval_s))
+    try:
+        yield
+    finally:
+        parts.lifecycle.ready = False
+        parts.lifecycle.draining = True
+        sweeper.cancel()
+        await asyncio.gather(sweeper, return_exceptions=True)
+        # jobs cut off by the server's shutdown timeout unwind in their own tasks: let them settle
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SETTLE_ON_SHUTDOWN_S):
+                await parts.service.wait_idle()
         for served in models:
-            await served.engine.start()
-        lifecycle.ready = True
-        sweeper = asyncio.create_task(_sweep_forever(storage, settings.sweep_interval_s))
-        try:
-            yield
-        finally:
-            lifecycle.ready = False
-            lifecycle.draining = True
-            sweeper.cancel()
-            await asyncio.gather(sweeper, return_exceptions=True)
-            # jobs cut off by the server's shutdown timeout unwind in their own tasks: let them settle
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(SETTLE_ON_SHUTDOWN_S):
-                    await service.wait_idle()
-            for served in models:
-                await served.engine.aclose()
-            await decoder.aclose()
-            await storage.aclose()
-            await service.planner.aclose()
-            await accounts.aclose()
+            await served.engine.aclose()
+        await parts.decoder.aclose()
+        await parts.storage.aclose()
+        await parts.service.planner.aclose()
+        await accounts.aclose()
 
+
+def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | None = None) -> FastAPI:
+    """Build the app for one settings object; ``engine_factories`` registers extra engine kinds."""
+    # 1. the parts, and the lifespan that starts and stops them
+    parts = build_parts(settings, engine_factories)
     app = FastAPI(
         title="seedream-server",
         version=__version__,
         description="Seedream 4.0 image generation API (Ark `/api/v3/images/generations`, "
         "OpenAI `/v1/images/generations`).",
-        lifespan=lifespan,
+        lifespan=lambda _: lifespan(parts),
     )
-    app.state.service = service
-    app.state.storage = storage
-    app.state.metrics = metrics
-    app.state.settings = settings
-    app.state.accounts = accounts
-    app.state.begin_drain = lifecycle.begin_drain
-
-    # 3. middlewares (the last added runs first), one error envelope, routers, the OpenAPI document
+    app.state.parts = parts
+    app.state.service = parts.service
+    app.state.storage = parts.storage
+    app.state.accounts = parts.accounts
+    app.state.begin_drain = parts.lifecycle.begin_drain
+    # 2. middlewares (the last added runs first) and one error envelope
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
-    app.add_middleware(AccessMiddleware, accounts=accounts, auth=settings.auth, draining=lambda: lifecycle.draining)
+    draining = parts.lifecycle
+    app.add_middleware(
+        AccessMiddleware, accounts=parts.accounts, auth=settings.auth, draining=lambda: draining.draining
+    )
     app.add_middleware(
         ClientTimeoutMiddleware, read_timeout=settings.http_read_timeout_s, send_timeout=settings.stream_send_timeout_s
     )
-    app.add_middleware(ContextMiddleware, metrics=metrics)
-    install_error_handlers(app, RefusalRecorder(accounts, models, settings.auth), metrics)
-    app.include_router(generation_router(service))
-    app.include_router(models_router(models))
-    app.include_router(files_router(storage))
-    app.include_router(ops_router(metrics, lambda: lifecycle.readiness(models), settings.metrics_token))
+    app.add_middleware(ContextMiddleware, metrics=parts.metrics)
+    install_error_handlers(app, RefusalRecorder(parts.accounts, parts.models, settings.auth), parts.metrics)
+    # 3. routers and the OpenAPI document
+    app.include_router(generation_router(parts.service))
+    app.include_router(models_router(parts.models))
+    app.include_router(files_router(parts.storage))
+    app.include_router(ops_router(parts.metrics, lambda: draining.readiness(parts.models), settings.metrics_token))
     install_openapi(app, settings.auth)
     return app
 
