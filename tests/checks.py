@@ -54,3 +54,18 @@ class BrokenEngine(PreviewEngine):
     @property
     def capabilities(self) -> EngineCapabilities:
         raise RuntimeError("bug in an engine")
+
+
+class RecordingEngine(PreviewEngine):
+    """The preview engine, keeping every job it was given (to see what reaches an engine)."""
+
+    kind = "recording"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs: list[ImageJob] = []
+
+    async def generate(self, job: ImageJob) -> AsyncIterator[ImageResult]:
+        self.jobs.append(job)
+        async for result in super().generate(job):
+            yield result

@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,8 +13,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from seedream_server.app import create_app
 from seedream_server.config import Settings, load_settings
+from seedream_server.http import create_app
+from support import running, wait_until
 
 
 def free_port() -> int:
@@ -37,10 +37,8 @@ def app(settings: Settings) -> FastAPI:
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """In-process client; the app's lifespan runs around it."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000", timeout=60) as c:
-            yield c
+    async with running(app) as c:
+        yield c
 
 
 class LiveServer:
@@ -63,18 +61,22 @@ def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> L
     with open(log, "wb") as fh:
         process = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=full_env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {log.read_text()}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return LiveServer(url, data_dir, process, log)
+            return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"server did not become ready: {log.read_text()}")
+            return False
+
+    try:
+        wait_until(ready, "the server answered /readyz with 200", within=120, interval=0.1)
+    except AssertionError:
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"server did not become ready: {log.read_text()}") from None
+    return LiveServer(url, data_dir, process, log)
 
 
 def stop_server(server: LiveServer) -> None:

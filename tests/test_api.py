@@ -8,10 +8,10 @@ bytes, and ``usage`` must follow from the delivered sizes.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import re
 import time
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,20 +20,19 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image, ImageChops, ImageStat
 
+from checks import RecordingEngine
+from seedream_server.config import ModelConfig, Settings
+from seedream_server.http import create_app
 from seedream_server.postprocess import read_provenance
-
-MODEL = "doubao-seedream-4-0-250828"
-PATHS = ["/api/v3/images/generations", "/v1/images/generations"]
-
-
-def body(**fields: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"model": MODEL, "prompt": "a red fox in the snow", "size": "1280x720"}
-    base.update(fields)
-    return base
+from support import MODEL, PATHS, body, decode, running, sse_events
 
 
 async def generate(client: httpx.AsyncClient, path: str = PATHS[0], **fields: Any) -> dict[str, Any]:
-    response = await client.post(path, json=body(**fields))
+    """A non-streaming request; links (the server's default format) unless ``response_format`` is given."""
+    payload = body(**fields)
+    if "response_format" not in fields:
+        del payload["response_format"]
+    response = await client.post(path, json=payload)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/json")
     return dict(response.json())
@@ -45,12 +44,6 @@ async def image_bytes(client: httpx.AsyncClient, item: dict[str, Any]) -> bytes:
     response = await client.get(item["url"])
     assert response.status_code == 200, response.text
     return response.content
-
-
-def decode(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
 
 
 async def pixels(client: httpx.AsyncClient, **fields: Any) -> Image.Image:
@@ -170,6 +163,24 @@ async def test_optimize_prompt_fast_is_accepted(client: httpx.AsyncClient) -> No
     assert payload["data"][0]["size"] == "1024x1024"
 
 
+@pytest.mark.parametrize(
+    ("options", "fast"),
+    [({"mode": "fast"}, True), ({"mode": "standard"}, False), ({"mode": None}, False), (None, False)],
+)
+async def test_optimize_prompt_fast_reaches_the_engine(
+    settings: Settings, options: dict[str, Any] | None, fast: bool
+) -> None:
+    """``mode: fast`` is the engine's business (fewer steps; see test_diffusers_engine): it must arrive there."""
+    engine = RecordingEngine()
+    recorded = replace(settings, models=(ModelConfig(name=MODEL, engine="recording"),))
+    app = create_app(recorded, engine_factories={"recording": lambda model: engine})
+    fields = {} if options is None else {"optimize_prompt_options": options}
+    async with running(app) as client:
+        response = await client.post(PATHS[0], json=body(size="1K", **fields))
+    assert response.status_code == 200, response.text
+    assert [job.fast for job in engine.jobs] == [fast]
+
+
 # --- determinism and dependence on the inputs ---------------------------------------------------
 
 
@@ -277,25 +288,12 @@ async def test_output_format(client: httpx.AsyncClient, fmt: str, pil: str, mime
 # --- streaming (in-process; the raw socket test is in test_server.py) ---------------------------
 
 
-def parse_sse(text: str) -> list[tuple[str | None, str]]:
-    events = []
-    for block in re.split(r"\r?\n\r?\n", text.strip()):
-        kind, data = None, []
-        for line in block.splitlines():
-            if line.startswith("event:"):
-                kind = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].lstrip(" "))
-        events.append((kind, "\n".join(data)))
-    return events
-
-
 async def test_stream_sends_one_event_per_image_then_completed_and_done(client: httpx.AsyncClient) -> None:
     response = await client.post(PATHS[0], json=body(stream=True, n=2, size="1K", response_format="b64_json"))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.headers["x-request-id"]
-    events = parse_sse(response.text)
+    events = sse_events(response.text)
     assert [kind for kind, _ in events] == [
         "image_generation.partial_succeeded",
         "image_generation.partial_succeeded",

@@ -12,7 +12,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +21,15 @@ import pytest
 from fastapi import FastAPI
 
 import accounts_support
-from accounts_support import MODEL, OTHER_MODEL, TWO_MODELS, bearer, body, make_settings, running
+from accounts_support import OTHER_MODEL, TWO_MODELS, bearer, make_settings
 from conftest import LiveServer, start_server, stop_server
 from seedream_server.accounts import AccountStore, UsageRecord
-from seedream_server.app import create_app
+from seedream_server.http import create_app
+from support import GENERATIONS, MODEL, assert_error, body, iter_sse, running, wait_until
 
 database_url = accounts_support.database_url
 
 KEY_LINE = re.compile(r"Created API key 'default' \(shown once[^)]*\): (sk-[A-Za-z0-9_-]{43})")
-GENERATIONS = "/api/v3/images/generations"
 
 
 @dataclass
@@ -57,7 +56,8 @@ def keys(tmp_path: Path, database_url: str) -> Keys:
 
 @pytest.fixture
 def app(tmp_path: Path, database_url: str, keys: Keys) -> FastAPI:
-    return create_app(make_settings(tmp_path, database_url, models=TWO_MODELS))
+    # these tests make many failed attempts from one address on purpose: throttling has its own test
+    return create_app(make_settings(tmp_path, database_url, models=TWO_MODELS, auth_failure_limit=1000))
 
 
 @pytest.fixture
@@ -70,13 +70,6 @@ async def ledger(app: FastAPI) -> list[UsageRecord]:
     await app.state.accounts.drain()
     records: list[UsageRecord] = await asyncio.to_thread(app.state.accounts.store.usage_records)
     return records
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code
-    assert response.headers["x-request-id"] in error["message"]
 
 
 # -- 401 / 403 / 200 -------------------------------------------------------------------------------
@@ -245,15 +238,6 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def wait_for(predicate: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
 def test_first_start_prints_the_key_on_stdout_and_it_works(tmp_path: Path) -> None:
     server = start_server(tmp_path)
     try:
@@ -325,20 +309,30 @@ def test_a_stream_cut_by_the_client_is_recorded_as_cancelled(tmp_path: Path) -> 
         ):
             assert r.status_code == 200
             request_id = r.headers["x-request-id"]
-            for line in r.iter_lines():
-                if line.startswith("data:"):
-                    assert json.loads(line[5:])["type"] == "image_generation.partial_succeeded"
-                    break  # leave after the first image: the server cancels the rest
+            first = next(iter_sse(r))  # leave after the first image: the server cancels the rest
+            assert json.loads(first.data)["type"] == "image_generation.partial_succeeded"
 
         store = AccountStore.open(data_dir)
 
         def recorded() -> bool:
             return any(r.request_id == request_id for r in store.usage_records())
 
-        wait_for(recorded, timeout=30)
+        wait_until(recorded, "the cancelled job's ledger row")
         row = next(r for r in store.usage_records() if r.request_id == request_id)
         assert row.status == "cancelled"
         assert 1 <= row.images < 8
         store.close()
     finally:
         stop_server(server)
+
+
+async def test_repeated_failed_authentication_from_one_address_gets_429(tmp_path: Path, keys: Keys) -> None:
+    app = create_app(make_settings(tmp_path, models=TWO_MODELS, auth_failure_limit=3))
+    async with running(app) as client:
+        for _ in range(3):
+            assert_error(await client.get("/v1/models", headers=bearer("sk-wrong")), 401, "AuthenticationError")
+        throttled = await client.get("/v1/models", headers=bearer("sk-wrong"))
+        assert_error(throttled, 429, "TooManyAuthenticationFailures")
+        assert 1 <= int(throttled.headers["retry-after"]) <= 60
+        # even a valid key from that address waits: a guesser learns nothing until the window passes
+        assert_error(await client.get("/v1/models", headers=bearer(keys.full)), 429, "TooManyAuthenticationFailures")

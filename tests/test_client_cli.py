@@ -10,8 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from conftest import LiveServer
-
-SEED_PROMPT = "生成3张女孩和奶牛玩偶在游乐园开心地坐过山车的图片，涵盖早晨、中午、晚上"
+from support import SEED_PROMPT
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -19,7 +19,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import fields
 from pathlib import Path
@@ -37,7 +36,6 @@ torch = pytest.importorskip("torch")
 
 import tiny_pipelines  # noqa: E402  (after the skip: it imports torch)
 from conftest import free_port  # noqa: E402
-from seedream_server.app import create_app  # noqa: E402
 from seedream_server.config import load_settings  # noqa: E402
 from seedream_server.engines.base import ImageJob, ImageTask  # noqa: E402
 from seedream_server.engines.diffusers import (  # noqa: E402
@@ -50,12 +48,11 @@ from seedream_server.engines.diffusers import (  # noqa: E402
 )
 from seedream_server.engines.diffusers.families import group_references  # noqa: E402
 from seedream_server.errors import EngineError  # noqa: E402
+from seedream_server.http import create_app  # noqa: E402
+from support import GENERATIONS, iter_sse, served_metric, sse_events, wait_until  # noqa: E402
 
 torch.set_num_threads(2)
 module_loop = pytest.mark.asyncio(loop_scope="module")  # one app and loop for the module
-
-GEN = "/api/v3/images/generations"
-
 
 # --- fixtures -----------------------------------------------------------------------------------
 
@@ -162,7 +159,7 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def engine_of(app: FastAPI, name: str) -> DiffusersEngine:
-    engine = app.state.service.models[name].engine
+    engine = app.state.service.models.resolve(name).engine
     assert isinstance(engine, DiffusersEngine)
     return engine
 
@@ -182,11 +179,9 @@ class ThreadServer:
 
     def __enter__(self) -> ThreadServer:
         self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the server did not start")
-            time.sleep(0.05)
+        wait_until(lambda: self.server.started or not self.thread.is_alive(), "the server thread started serving")
+        if not self.server.started:
+            raise RuntimeError("the server did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -236,21 +231,7 @@ def pixels(item: dict[str, Any]) -> np.ndarray:
 
 async def generate(client: httpx.AsyncClient, **body: Any) -> httpx.Response:
     payload = {"response_format": "b64_json", "watermark": False, "size": "1K", **body}
-    return await client.post(GEN, json=payload)
-
-
-def sse_events(text: str) -> list[tuple[str, str]]:
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        name, data = "message", []
-        for line in block.split("\n"):
-            if line.startswith("event:"):
-                name = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].strip())
-        if data:
-            events.append((name, "\n".join(data)))
-    return events
+    return await client.post(GENERATIONS, json=payload)
 
 
 # --- pure parts -----------------------------------------------------------------------------------
@@ -368,7 +349,7 @@ import sys
 for name in ("torch", "diffusers", "transformers"):
     sys.modules[name] = None  # as if the diffusers extra were not installed
 import seedream_server.engines.diffusers  # importable without the extra
-from seedream_server.app import create_app
+from seedream_server.http import create_app
 from dataclasses import replace
 from seedream_server.config import ModelConfig, load_settings
 settings = load_settings(overrides={"data_dir": sys.argv[1], "auth": False}, environ={})
@@ -574,12 +555,9 @@ def test_stream_over_a_socket_sends_each_image_as_it_is_ready(live: ThreadServer
         "size": "1K",
         "response_format": "url",
     }
-    kinds = []
-    with httpx.stream("POST", live.url + GEN, json=body, timeout=120) as response:
+    with httpx.stream("POST", live.url + GENERATIONS, json=body, timeout=120) as response:
         assert response.status_code == 200
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                kinds.append(line[6:].strip())
+        kinds = [event.event for event in iter_sse(response) if event.event is not None]
     assert kinds == ["image_generation.partial_succeeded"] * 3 + ["image_generation.completed"]
 
 
@@ -596,19 +574,21 @@ def test_closing_the_stream_cancels_the_rest_between_steps(live: ThreadServer) -
         "size": "1K",
         "response_format": "url",
     }
-    with httpx.stream("POST", live.url + GEN, json=body, timeout=120) as response:
+    cancelled = {"model": "tiny-klein-slow", "status": "cancelled"}
+    cancelled_before = served_metric(live.url, "seedream_requests_total", **cancelled)
+    with httpx.stream("POST", live.url + GENERATIONS, json=body, timeout=120) as response:
         assert response.status_code == 200
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                assert line[6:].strip() == "image_generation.partial_succeeded"
-                break  # leave after the first image: the connection closes
-    # wait until the worker is idle (no step for half a second)
-    last, quiet_since = stats.steps, time.monotonic()
-    deadline = time.monotonic() + 60
-    while time.monotonic() - quiet_since < 0.5 and time.monotonic() < deadline:
-        time.sleep(0.05)
-        if stats.steps != last:
-            last, quiet_since = stats.steps, time.monotonic()
+        first = next(iter_sse(response))  # leave after the first image: the connection closes
+        assert first.event == "image_generation.partial_succeeded"
+    # the server counts the job as cancelled once its engine generator is closed: nothing more is submitted
+    wait_until(
+        lambda: served_metric(live.url, "seedream_requests_total", **cancelled) > cancelled_before,
+        "the job was counted as cancelled",
+    )
+    # the device's worker runs one call at a time, in order: once a request queued after the interrupted
+    # call is answered, that call has ended and the counters are final
+    barrier = {"model": "tiny-klein", "prompt": "a lighthouse", "size": "1K", "response_format": "b64_json"}
+    assert httpx.post(live.url + GENERATIONS, json=barrier, timeout=120).status_code == 200
     made = stats.images - before_images
     ran = stats.steps - before_steps
     assert 1 <= made < requested

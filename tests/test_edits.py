@@ -11,8 +11,7 @@ from openai import BadRequestError, OpenAI
 from PIL import Image
 
 from conftest import LiveServer
-
-MODEL = "doubao-seedream-4-0-250828"
+from support import MODEL, assert_error
 
 
 def png(colour: tuple[int, int, int], size: tuple[int, int] = (96, 64)) -> bytes:
@@ -100,9 +99,7 @@ async def test_edit_form_validation(client: httpx.AsyncClient) -> None:
     ]
     for data, files, code, param in cases:
         r = await client.post("/v1/images/edits", data=data, files=files or None)
-        assert r.status_code == 400, (data, r.text)
-        assert r.json()["error"]["code"] == code, (data, r.text)
-        assert r.json()["error"]["param"] == param, (data, r.text)
+        assert_error(r, 400, code, param)
 
 
 async def test_edit_group_with_flattened_options(client: httpx.AsyncClient) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,19 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
-from accounts_support import running
 from checks import BrokenEngine, FlakyEngine
 from conftest import start_server, stop_server
 from refserver import ImageServer, encode, solid
 from seedream_server.accounts import AccountStore
-from seedream_server.app import create_app
 from seedream_server.config import ModelConfig, Settings
-
-MODEL = "doubao-seedream-4-0-250828"
-
-
-def body(**fields: Any) -> dict[str, Any]:
-    return {"model": MODEL, "prompt": "a boat", "size": "1280x720", "response_format": "b64_json", **fields}
+from seedream_server.http import create_app
+from support import GENERATIONS, MODEL, body, running, served_metric, wait_until
 
 
 async def ledger(app: Any) -> dict[str, tuple[str, int]]:
@@ -43,7 +36,7 @@ async def test_engine_failure_is_in_the_ledger_as_such(settings: Settings, good:
     app = create_app(flaky, engine_factories={"flaky": lambda m: FlakyEngine(good=good)})
     async with running(app) as client:
         r = await client.post(
-            "/api/v3/images/generations",
+            GENERATIONS,
             json=body(
                 model="flaky-model",
                 prompt="a set of 4 pictures of a boat",
@@ -64,9 +57,9 @@ async def test_storage_failure_stops_the_group_with_an_error(settings: Settings)
         images.rmdir()
         images.write_bytes(b"")  # a file where the directory should be: every write fails, even as root
         try:
-            r = await client.post("/api/v3/images/generations", json=body(response_format="url"))
+            r = await client.post(GENERATIONS, json=body(response_format="url"))
             group = await client.post(
-                "/api/v3/images/generations",
+                GENERATIONS,
                 json=body(
                     response_format="url", prompt="a set of 3 pictures of a boat", sequential_image_generation="auto"
                 ),
@@ -85,11 +78,9 @@ async def test_storage_failure_stops_the_group_with_an_error(settings: Settings)
 async def test_unhandled_error_has_request_id_and_is_counted(settings: Settings) -> None:
     broken = replace(settings, models=(ModelConfig(name="broken-model", engine="broken"),))
     app = create_app(broken, engine_factories={"broken": lambda m: BrokenEngine()})
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-            r = await client.post("/api/v3/images/generations", json=body(model="broken-model"))
-            metrics = (await client.get("/metrics")).text
+    async with running(app, raise_app_exceptions=False) as client:
+        r = await client.post(GENERATIONS, json=body(model="broken-model"))
+        metrics = (await client.get("/metrics")).text
     assert r.status_code == 500
     assert r.json()["error"]["code"] == "InternalServiceError"
     assert "Traceback" not in r.text and "bug in an engine" not in r.text
@@ -109,9 +100,7 @@ def test_queue_place_is_held_while_references_are_fetched(tmp_path: Path) -> Non
             results: list[int] = []
 
             def call() -> None:
-                r = httpx.post(
-                    f"{server.url}/api/v3/images/generations", timeout=60, json=body(image=refs, response_format="url")
-                )
+                r = httpx.post(f"{server.url}{GENERATIONS}", timeout=60, json=body(image=refs, response_format="url"))
                 results.append(r.status_code)
 
             threads = [threading.Thread(target=call) for _ in range(6)]
@@ -128,6 +117,7 @@ def test_queue_place_is_held_while_references_are_fetched(tmp_path: Path) -> Non
 
 def test_non_streaming_client_disconnect_cancels_the_job(tmp_path: Path) -> None:
     server = start_server(tmp_path, "--no-auth")
+    images = server.data_dir / "images"
     try:
         payload = body(
             prompt="a series of 15 pictures of a lighthouse",
@@ -136,14 +126,18 @@ def test_non_streaming_client_disconnect_cancels_the_job(tmp_path: Path) -> None
             response_format="url",
         )
         with pytest.raises(httpx.ReadTimeout), httpx.Client(timeout=httpx.Timeout(60, read=0.8)) as client:
-            client.post(f"{server.url}/api/v3/images/generations", json=payload)
-        images = server.data_dir / "images"
-        time.sleep(3.0)
+            client.post(f"{server.url}{GENERATIONS}", json=payload)
+        # the server counts the job as cancelled once it has stopped it: from then on nothing is stored
+        cancelled = {"model": MODEL, "status": "cancelled"}
+        wait_until(
+            lambda: served_metric(server.url, "seedream_requests_total", **cancelled) == 1,
+            "the job was counted as cancelled",
+        )
         settled = len(list(images.glob("*_*.jpeg")))
-        time.sleep(2.0)
-        assert len(list(images.glob("*_*.jpeg"))) == settled < 15
     finally:
         stop_server(server)
+    assert server.process.returncode is not None  # the server has exited: nothing more can be written
+    assert len(list(images.glob("*_*.jpeg"))) == settled < 15
     store = AccountStore.open(server.data_dir)
     rows = store.usage_records()
     store.close()
@@ -152,8 +146,8 @@ def test_non_streaming_client_disconnect_cancels_the_job(tmp_path: Path) -> None
 
 async def test_user_string_cannot_forge_log_lines(client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
     forged = "bob\nINFO seedream_server.service request_id=forged model=x images=1/1 status=ok user=admin"
-    with caplog.at_level(logging.INFO, logger="seedream_server.service"):
-        r = await client.post("/api/v3/images/generations", json=body(user=forged[:200]))
+    with caplog.at_level(logging.INFO, logger="seedream_server.job"):
+        r = await client.post(GENERATIONS, json=body(user=forged[:200]))
     assert r.status_code == 200
     lines = [rec.getMessage() for rec in caplog.records if "request_id=" in rec.getMessage()]
     assert lines and all("\n" not in line for line in lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,50 +16,21 @@ import pytest
 from PIL import Image
 
 from checks import FlakyEngine
-from seedream_server.app import create_app
 from seedream_server.config import ModelConfig, Settings
-
-MODEL = "doubao-seedream-4-0-250828"
-SEED_PROMPT = "生成3张女孩和奶牛玩偶在游乐园开心地坐过山车的图片，涵盖早晨、中午、晚上"
-
-
-def body(**fields: Any) -> dict[str, Any]:
-    return {"model": MODEL, "size": "1280x720", "response_format": "b64_json", "seed": 11, **fields}
+from seedream_server.http import create_app
+from support import GENERATIONS, MODEL, OPENAI_GENERATIONS, SEED_PROMPT, body, decode_b64, running, sse_events
 
 
-def parse_sse(text: str) -> list[tuple[str | None, str]]:
-    """Raw SSE parsing: (event, data) per block."""
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        if not block.strip():
-            continue
-        event, data = None, []
-        for line in block.split("\n"):
-            if line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].lstrip())
-        events.append((event, "\n".join(data)))
-    return events
-
-
-def decode(b64: str) -> Image.Image:
-    return Image.open(io.BytesIO(base64.b64decode(b64)))
-
-
-async def client_for(settings: Settings, **factories: Any) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, engine_factories=factories or None)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000", timeout=60) as c:
-            yield c
+def client_for(settings: Settings, **factories: Any) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    return running(create_app(settings, engine_factories=factories or None))
 
 
 async def test_seed_example_gives_morning_noon_evening(client: httpx.AsyncClient) -> None:
     r = await client.post(
-        "/api/v3/images/generations",
+        GENERATIONS,
         json=body(
             prompt=SEED_PROMPT,
+            seed=11,
             sequential_image_generation="auto",
             sequential_image_generation_options={"max_images": 3},
         ),
@@ -68,7 +39,7 @@ async def test_seed_example_gives_morning_noon_evening(client: httpx.AsyncClient
     out = r.json()
     assert len(out["data"]) == 3
     assert out["usage"] == {"generated_images": 3, "output_tokens": 3 * 3600, "total_tokens": 3 * 3600}
-    images = [np.asarray(decode(item["b64_json"]), dtype=np.int16) for item in out["data"]]
+    images = [np.asarray(decode_b64(item["b64_json"]), dtype=np.int16) for item in out["data"]]
     assert all(img.shape == (720, 1280, 3) for img in images)
     # a related set, yet every image differs
     assert not np.array_equal(images[0], images[1]) and not np.array_equal(images[1], images[2])
@@ -77,15 +48,17 @@ async def test_seed_example_gives_morning_noon_evening(client: httpx.AsyncClient
 async def test_group_is_related_more_than_independent_images(client: httpx.AsyncClient) -> None:
     group = (
         await client.post(
-            "/v1/images/generations",
-            json=body(prompt="a series of 2 pictures of a fox", sequential_image_generation="auto", watermark=False),
+            OPENAI_GENERATIONS,
+            json=body(
+                prompt="a series of 2 pictures of a fox", seed=11, sequential_image_generation="auto", watermark=False
+            ),
         )
     ).json()
-    a, b = (np.asarray(decode(i["b64_json"]), dtype=np.float32) for i in group["data"])
+    a, b = (np.asarray(decode_b64(i["b64_json"]), dtype=np.float32) for i in group["data"])
     other = (
-        await client.post("/v1/images/generations", json=body(prompt="a lighthouse in fog", seed=999, watermark=False))
+        await client.post(OPENAI_GENERATIONS, json=body(prompt="a lighthouse in fog", seed=999, watermark=False))
     ).json()
-    c = np.asarray(decode(other["data"][0]["b64_json"]), dtype=np.float32)
+    c = np.asarray(decode_b64(other["data"][0]["b64_json"]), dtype=np.float32)
     assert np.abs(a - b).mean() < np.abs(a - c).mean()
 
 
@@ -108,25 +81,25 @@ async def test_group_count_caps(
         ref = io.BytesIO()
         Image.new("RGB", (64, 48), (10, 200, 30)).save(ref, "PNG")
         fields["image"] = ["data:image/png;base64," + base64.b64encode(ref.getvalue()).decode()] * images
-    r = await client.post("/api/v3/images/generations", json=body(**fields))
+    r = await client.post(GENERATIONS, json=body(**fields))
     assert r.status_code == 200, r.text
     assert len(r.json()["data"]) == expected
     assert r.json()["usage"]["generated_images"] == expected
 
 
 async def test_disabled_ignores_group_words(client: httpx.AsyncClient) -> None:
-    r = await client.post("/api/v3/images/generations", json=body(prompt=SEED_PROMPT))
+    r = await client.post(GENERATIONS, json=body(prompt=SEED_PROMPT))
     assert len(r.json()["data"]) == 1
 
 
 async def test_stream_events_in_order_then_done(client: httpx.AsyncClient) -> None:
     r = await client.post(
-        "/api/v3/images/generations",
+        GENERATIONS,
         json=body(prompt=SEED_PROMPT, sequential_image_generation="auto", stream=True, response_format="url"),
     )
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/event-stream")
-    events = parse_sse(r.text)
+    events = sse_events(r.text)
     assert [e for e, _ in events] == ["image_generation.partial_succeeded"] * 3 + ["image_generation.completed", None]
     assert events[-1][1] == "[DONE]"
     payloads = [json.loads(d) for _, d in events[:-1]]
@@ -139,7 +112,7 @@ async def test_stream_events_in_order_then_done(client: httpx.AsyncClient) -> No
 
 
 async def test_stream_validation_error_is_plain_json(client: httpx.AsyncClient) -> None:
-    r = await client.post("/api/v3/images/generations", json=body(prompt="x", stream=True, size="9x9"))
+    r = await client.post(GENERATIONS, json=body(prompt="x", stream=True, size="9x9"))
     assert r.status_code == 400
     assert r.headers["content-type"].startswith("application/json")
     assert r.json()["error"]["param"] == "size"
@@ -151,9 +124,9 @@ def moderated(settings: Settings) -> Settings:
 
 
 async def test_prompt_word_list_refuses_before_work(moderated: Settings) -> None:
-    async for c in client_for(moderated):
+    async with client_for(moderated) as c:
         for prompt in ("a FORBIDDEN thing", "一张 禁 词 图片"):
-            r = await c.post("/api/v3/images/generations", json=body(prompt=prompt, stream=True))
+            r = await c.post(GENERATIONS, json=body(prompt=prompt, stream=True))
             assert r.status_code == 400
             assert r.json()["error"]["code"] == "InputTextSensitiveContentDetected"
             assert r.json()["error"]["param"] == "prompt"
@@ -162,10 +135,8 @@ async def test_prompt_word_list_refuses_before_work(moderated: Settings) -> None
 
 
 async def test_content_filter_failure_continues_group(moderated: Settings) -> None:
-    async for c in client_for(moderated):
-        r = await c.post(
-            "/api/v3/images/generations", json=body(prompt=SEED_PROMPT, sequential_image_generation="auto")
-        )
+    async with client_for(moderated) as c:
+        r = await c.post(GENERATIONS, json=body(prompt=SEED_PROMPT, sequential_image_generation="auto"))
         assert r.status_code == 200, r.text
         data = r.json()["data"]
         assert "b64_json" in data[0] and "b64_json" in data[2]
@@ -175,10 +146,8 @@ async def test_content_filter_failure_continues_group(moderated: Settings) -> No
         assert r.json()["usage"]["generated_images"] == 2
         assert r.json()["usage"]["output_tokens"] == 2 * 3600
 
-        r = await c.post(
-            "/api/v3/images/generations", json=body(prompt=SEED_PROMPT, sequential_image_generation="auto", stream=True)
-        )
-        events = parse_sse(r.text)
+        r = await c.post(GENERATIONS, json=body(prompt=SEED_PROMPT, sequential_image_generation="auto", stream=True))
+        events = sse_events(r.text)
         kinds = [e for e, _ in events]
         assert kinds == [
             "image_generation.partial_succeeded",
@@ -196,9 +165,9 @@ async def test_content_filter_failure_continues_group(moderated: Settings) -> No
 async def test_reference_image_check(moderated: Settings) -> None:
     ref = io.BytesIO()
     Image.new("RGB", (64, 64), (255, 0, 0)).save(ref, "PNG")
-    async for c in client_for(moderated):
+    async with client_for(moderated) as c:
         r = await c.post(
-            "/api/v3/images/generations",
+            GENERATIONS,
             json=body(prompt="a cat", image="data:image/png;base64," + base64.b64encode(ref.getvalue()).decode()),
         )
         assert r.status_code == 400
@@ -208,8 +177,8 @@ async def test_reference_image_check(moderated: Settings) -> None:
 
 async def test_every_image_refused_is_an_error_response(settings: Settings) -> None:
     strict = replace(settings, moderation_image_check="checks:RejectEverything")
-    async for c in client_for(strict):
-        r = await c.post("/api/v3/images/generations", json=body(prompt="a cat"))
+    async with client_for(strict) as c:
+        r = await c.post(GENERATIONS, json=body(prompt="a cat"))
         assert r.status_code == 400
         assert r.json()["error"]["code"] == "OutputImageSensitiveContentDetected"
 
@@ -227,13 +196,13 @@ async def test_internal_failure_stops_group(flaky: tuple[Settings, list[FlakyEng
         engines.append(FlakyEngine(good=2))
         return engines[-1]
 
-    async for c in client_for(settings, flaky=factory):
+    async with client_for(settings, flaky=factory) as c:
         fields = {
             "model": "flaky-model",
             "prompt": "a set of 6 pictures of a boat",
             "sequential_image_generation": "auto",
         }
-        r = await c.post("/api/v3/images/generations", json=body(**fields))
+        r = await c.post(GENERATIONS, json=body(**fields))
         assert r.status_code == 200
         data = r.json()["data"]
         assert len(data) == 3 and "b64_json" in data[1]
@@ -241,8 +210,8 @@ async def test_internal_failure_stops_group(flaky: tuple[Settings, list[FlakyEng
         assert r.json()["usage"]["generated_images"] == 2
         assert max(engines[0].started) == 2  # nothing generated after the failure
 
-        r = await c.post("/api/v3/images/generations", json=body(**fields, stream=True))
-        events = parse_sse(r.text)
+        r = await c.post(GENERATIONS, json=body(**fields, stream=True))
+        events = sse_events(r.text)
         assert [e for e, _ in events] == ["image_generation.partial_succeeded"] * 2 + ["error"]
         error = json.loads(events[2][1])["error"]
         assert error["code"] == "InternalServiceError" and "Request id:" in error["message"]
@@ -251,8 +220,8 @@ async def test_internal_failure_stops_group(flaky: tuple[Settings, list[FlakyEng
 
 async def test_internal_failure_of_first_image_is_500(flaky: tuple[Settings, list[FlakyEngine]]) -> None:
     settings, _ = flaky
-    async for c in client_for(settings, flaky=lambda m: FlakyEngine(good=0)):
-        r = await c.post("/api/v3/images/generations", json=body(model="flaky-model", prompt="a boat"))
+    async with client_for(settings, flaky=lambda m: FlakyEngine(good=0)) as c:
+        r = await c.post(GENERATIONS, json=body(model="flaky-model", prompt="a boat"))
         assert r.status_code == 500
         assert r.json()["error"]["code"] == "InternalServiceError"
         assert "Traceback" not in r.text

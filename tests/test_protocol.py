@@ -7,45 +7,15 @@ in ``Request id: <id>`` equal to the ``X-Request-Id`` header. Conversion to the 
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import httpx
 import pytest
 
-from seedream_server.app import create_app
 from seedream_server.config import Settings
+from seedream_server.http import create_app
 from seedream_server.protocol import ImageGenerationRequest, to_generation_request
-
-MODEL = "doubao-seedream-4-0-250828"
-PATHS = ["/api/v3/images/generations", "/v1/images/generations"]
-_UNSET: Any = object()
-
-
-def body(**fields: Any) -> dict[str, Any]:
-    """A small valid request (1K, inline) with ``fields`` replacing or adding keys."""
-    base: dict[str, Any] = {"model": MODEL, "prompt": "a red fox in the snow", "size": "1K"}
-    base["response_format"] = "b64_json"
-    base.update(fields)
-    return base
-
-
-def assert_error(response: httpx.Response, status: int, code: str, param: Any = _UNSET) -> dict[str, Any]:
-    """The Ark envelope with the request id in the message and in X-Request-Id."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    request_id = response.headers["x-request-id"]
-    assert re.fullmatch(r"[0-9a-f]{32}", request_id)
-    payload = response.json()
-    assert set(payload) == {"error"}
-    error = payload["error"]
-    assert error["code"] == code
-    assert error["message"].endswith(f"Request id: {request_id}")
-    assert isinstance(error["type"], str) and error["type"]
-    if param is not _UNSET:
-        assert error.get("param") == param
-    assert "Traceback" not in response.text
-    return dict(error)
+from support import MODEL, PATHS, assert_error, body, running
 
 
 def assert_ok(response: httpx.Response, images: int = 1) -> dict[str, Any]:
@@ -161,14 +131,10 @@ async def test_prompt_length_limit_is_4000_characters(client: httpx.AsyncClient)
 
 async def test_prompt_length_limit_is_configurable(settings: Settings) -> None:
     app = create_app(settings.with_overrides(max_prompt_chars=12))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as client:
-            assert_ok(await client.post(PATHS[0], json=body(prompt="x" * 12)))
-            error = assert_error(
-                await client.post(PATHS[0], json=body(prompt="x" * 13)), 400, "InvalidParameter", "prompt"
-            )
-            assert "12" in error["message"]
+    async with running(app) as client:
+        assert_ok(await client.post(PATHS[0], json=body(prompt="x" * 12)))
+        error = assert_error(await client.post(PATHS[0], json=body(prompt="x" * 13)), 400, "InvalidParameter", "prompt")
+        assert "12" in error["message"]
 
 
 # --- accepted values ----------------------------------------------------------------------------

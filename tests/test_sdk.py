@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import base64
-import io
 from collections.abc import Iterator
 
 import httpx
@@ -17,10 +16,9 @@ from volcenginesdkarkruntime._exceptions import ArkBadRequestError, ArkNotFoundE
 from volcenginesdkarkruntime.types.images.images import OptimizePromptOptions
 
 from conftest import LiveServer
-from seedream_server.config import DEFAULT_MODEL
 from seedream_server.postprocess import read_provenance
+from support import MODEL, decode
 
-MODEL = DEFAULT_MODEL
 PROMPT = "a lighthouse on a cliff at dawn"
 
 
@@ -36,12 +34,6 @@ def oai(live_server: LiveServer) -> Iterator[openai.OpenAI]:
     client = openai.OpenAI(base_url=f"{live_server.url}/v1", api_key="test", timeout=60, max_retries=0)
     yield client
     client.close()
-
-
-def decode(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
 
 
 def max_diff(a: Image.Image, b: Image.Image) -> int:

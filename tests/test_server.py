@@ -23,14 +23,9 @@ import pytest
 from PIL import Image
 
 from conftest import LiveServer, start_server, stop_server
-from seedream_server.config import DEFAULT_MODEL
+from support import GENERATIONS, MODEL, OPENAI_GENERATIONS, SSEEvent, body, sse_events
 
-MODEL = DEFAULT_MODEL
-GENERATIONS = "/api/v3/images/generations"
-
-
-def request_body(**fields: Any) -> dict[str, Any]:
-    return {"model": MODEL, "prompt": "a paper boat on a pond", "size": "1K", **fields}
+LINK = {"size": "1K", "response_format": "url"}  # the socket tier fetches the links it is sent
 
 
 def raw_request(server: LiveServer, request: bytes) -> tuple[int, dict[str, str], list[bytes]]:
@@ -80,25 +75,11 @@ def get_raw(server: LiveServer, target: str) -> tuple[int, dict[str, str], bytes
     return status, headers, b"".join(chunks)
 
 
-def sse_events(text: str) -> list[dict[str, str]]:
-    """Split an event stream per the SSE rules (LF, CRLF or CR line ends; blank line between events)."""
-    events = []
-    for block in text.replace("\r\n", "\n").replace("\r", "\n").split("\n\n"):
-        if not block.strip():
-            continue
-        event: dict[str, str] = {}
-        for line in block.split("\n"):
-            field, _, value = line.partition(":")
-            event[field] = (event.get(field, "") + "\n" if field in event else "") + value.removeprefix(" ")
-        events.append(event)
-    return events
-
-
 # --- generation and links over the socket -------------------------------------------------------
 
 
 def test_url_response_link_is_fetchable_from_the_server(live_server: LiveServer) -> None:
-    response = httpx.post(f"{live_server.url}{GENERATIONS}", json=request_body(seed=3), timeout=60)
+    response = httpx.post(f"{live_server.url}{GENERATIONS}", json=body(**LINK, seed=3), timeout=60)
     assert response.status_code == 200
     assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
     payload = response.json()
@@ -115,14 +96,14 @@ def test_url_response_link_is_fetchable_from_the_server(live_server: LiveServer)
 
 
 def test_b64_json_over_the_socket(live_server: LiveServer) -> None:
-    body = request_body(size="1280x720", response_format="b64_json", watermark=False, seed=9)
-    response = httpx.post(f"{live_server.url}/v1/images/generations", json=body, timeout=60)
+    payload = body(size="1280x720", response_format="b64_json", watermark=False, seed=9)
+    response = httpx.post(f"{live_server.url}{OPENAI_GENERATIONS}", json=payload, timeout=60)
     data = base64.b64decode(response.json()["data"][0]["b64_json"])
     assert Image.open(io.BytesIO(data)).size == (1280, 720)
 
 
 def test_error_over_the_socket_carries_the_request_id(live_server: LiveServer) -> None:
-    response = httpx.post(f"{live_server.url}{GENERATIONS}", json=request_body(size="2048*2048"), timeout=30)
+    response = httpx.post(f"{live_server.url}{GENERATIONS}", json=body(size="2048*2048"), timeout=30)
     assert response.status_code == 400
     error = response.json()["error"]
     assert (error["code"], error["param"]) == ("InvalidParameter", "size")
@@ -130,7 +111,7 @@ def test_error_over_the_socket_carries_the_request_id(live_server: LiveServer) -
 
 
 def test_link_with_a_tampered_signature_is_403_over_the_socket(live_server: LiveServer) -> None:
-    url = httpx.post(f"{live_server.url}{GENERATIONS}", json=request_body(), timeout=60).json()["data"][0]["url"]
+    url = httpx.post(f"{live_server.url}{GENERATIONS}", json=body(**LINK), timeout=60).json()["data"][0]["url"]
     tampered = url[:-1] + ("0" if url[-1] != "0" else "1")
     response = httpx.get(tampered, timeout=30)
     assert response.status_code == 403
@@ -148,21 +129,21 @@ def test_start_up_says_it_serves_the_preview_engine(live_server: LiveServer) -> 
 
 
 def test_stream_raw_sse_over_the_socket(live_server: LiveServer) -> None:
-    status, headers, chunks = post_raw(live_server, GENERATIONS, request_body(stream=True, n=3, seed=21))
+    status, headers, chunks = post_raw(live_server, GENERATIONS, body(**LINK, stream=True, n=3, seed=21))
     assert status == 200
     assert headers["content-type"].startswith("text/event-stream")
     assert re.fullmatch(r"[0-9a-f]{32}", headers["x-request-id"])
     text = b"".join(chunks).decode("utf-8")
     events = sse_events(text)
-    kinds = [event.get("event") for event in events]
+    kinds = [event.event for event in events]
     assert kinds == ["image_generation.partial_succeeded"] * 3 + ["image_generation.completed", None]
-    assert events[-1] == {"data": "[DONE]"}
+    assert events[-1] == SSEEvent(None, "[DONE]")
     # each image is its own chunk on the wire: sent when stored, not batched at the end
     assert sum(b"partial_succeeded" in chunk for chunk in chunks) == 3
     assert all(chunk.count(b"partial_succeeded") <= 2 for chunk in chunks)  # "event:" line + "type" field
     created = set()
     for index, event in enumerate(events[:3]):
-        data = json.loads(event["data"])
+        data = json.loads(event.data)
         assert data["type"] == "image_generation.partial_succeeded"
         assert data["image_index"] == index
         assert data["model"] == MODEL
@@ -170,7 +151,7 @@ def test_stream_raw_sse_over_the_socket(live_server: LiveServer) -> None:
         created.add(data["created"])
         fetched = httpx.get(data["url"], timeout=30)
         assert fetched.status_code == 200 and fetched.headers["content-type"] == "image/jpeg"
-    completed = json.loads(events[3]["data"])
+    completed = json.loads(events[3].data)
     assert completed["type"] == "image_generation.completed"
     assert completed["model"] == MODEL
     created.add(completed["created"])
@@ -180,17 +161,17 @@ def test_stream_raw_sse_over_the_socket(live_server: LiveServer) -> None:
 
 def test_stream_with_b64_json_over_the_socket(live_server: LiveServer) -> None:
     status, _, chunks = post_raw(
-        live_server, "/v1/images/generations", request_body(stream=True, response_format="b64_json")
+        live_server, OPENAI_GENERATIONS, body(size="1K", stream=True, response_format="b64_json")
     )
     assert status == 200
     events = sse_events(b"".join(chunks).decode())
-    data = json.loads(events[0]["data"])
+    data = json.loads(events[0].data)
     assert "url" not in data
     assert Image.open(io.BytesIO(base64.b64decode(data["b64_json"]))).size == (1024, 1024)
 
 
 def test_stream_validation_error_is_plain_json(live_server: LiveServer) -> None:
-    status, headers, chunks = post_raw(live_server, GENERATIONS, request_body(stream=True, seed="1"))
+    status, headers, chunks = post_raw(live_server, GENERATIONS, body(**LINK, stream=True, seed="1"))
     assert status == 400
     assert headers["content-type"].startswith("application/json")
     error = json.loads(b"".join(chunks))["error"]
@@ -283,13 +264,13 @@ def test_public_url_flag_and_env_settings(tmp_path: Path) -> None:
         tmp_path, "--no-auth", "--public-url", "https://images.example.com/", env={"SEEDREAM_MAX_PROMPT_CHARS": "20"}
     )
     try:
-        response = httpx.post(f"{server.url}{GENERATIONS}", json=request_body(prompt="a boat"), timeout=60)
+        response = httpx.post(f"{server.url}{GENERATIONS}", json=body(**LINK, prompt="a boat"), timeout=60)
         url = response.json()["data"][0]["url"]
         assert url.startswith("https://images.example.com/files/")
         parts = urlsplit(url)
         fetched = httpx.get(f"{server.url}{parts.path}?{parts.query}", timeout=30)  # as a proxy would forward it
         assert fetched.status_code == 200
-        response = httpx.post(f"{server.url}{GENERATIONS}", json=request_body(prompt="x" * 21), timeout=30)
+        response = httpx.post(f"{server.url}{GENERATIONS}", json=body(**LINK, prompt="x" * 21), timeout=30)
         assert response.status_code == 400
         assert response.json()["error"]["param"] == "prompt"
     finally:
@@ -298,7 +279,7 @@ def test_public_url_flag_and_env_settings(tmp_path: Path) -> None:
 
 
 def test_sse_lines_end_with_lf_as_in_the_spec(live_server: LiveServer) -> None:
-    status, _, chunks = post_raw(live_server, GENERATIONS, request_body(stream=True))
+    status, _, chunks = post_raw(live_server, GENERATIONS, body(**LINK, stream=True))
     assert status == 200
     text = b"".join(chunks)
     assert b"\r" not in text
