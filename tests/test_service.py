@@ -18,6 +18,7 @@ from PIL import Image
 from seedream_server.accounts import Accounts, AccountStore, ApiKey, UsageRecord
 from seedream_server.admission import ModelQueue, PixelBudget
 from seedream_server.delivery import Deliverer
+from seedream_server.engines.base import EngineCapabilities
 from seedream_server.engines.preview import PreviewEngine
 from seedream_server.errors import InvalidParameter, IpmRateLimitExceeded, ServerOverloaded
 from seedream_server.events import ImageDelivered, JobCompleted
@@ -184,3 +185,20 @@ async def test_images_per_minute_are_reserved_for_the_plan_and_settled_to_what_w
             await anext(events)
             await events.aclose()
         assert r.accounts.limiter.used("k") == 1  # two images never made are given back
+
+
+@pytest.mark.parametrize(("engine_limit", "policy_limit", "given"), [(14, 14, 15), (3, 14, 4), (14, 2, 3)])
+async def test_the_reference_count_is_checked_once_against_the_model(
+    tmp_path: Path, engine_limit: int, policy_limit: int, given: int
+) -> None:
+    async with rig(tmp_path) as r:
+        r.served.engine = PreviewEngine(EngineCapabilities(max_references=engine_limit))
+        r.service.reference_policy = ReferencePolicy(max_count=policy_limit)
+        limit = min(engine_limit, policy_limit)
+        with pytest.raises(InvalidParameter) as refused:
+            await r.service.admit(request(images=(data_uri(),) * given), "c" * 32)
+        assert refused.value.param == "image"
+        assert f"{given} images; model {MODEL} takes at most {limit} reference images" in refused.value.message
+        assert r.served.queue.admitted == 0  # refused before admission, before any fetching
+        job = await admitted(r, request(images=(data_uri(),) * limit))  # the limit itself is fine
+        await job.settle()

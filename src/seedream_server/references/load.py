@@ -2,13 +2,13 @@
 
 Pipeline of :func:`fetch_references`::
 
-    1. count      more than policy.max_count -> 400 naming the model's limit
-    2. parse      every item, no I/O: a data URI (lowercase format, base64 with RFC 2045 white space,
+    (how many references a request may have is checked once, by the service, against the model's limit)
+    1. parse      every item, no I/O: a data URI (lowercase format, base64 with RFC 2045 white space,
                   sniffed format == declared format) or upload is inspected at once
                   (:func:`~.header.inspect_image`); a URL is parsed and guarded (:func:`~.guard.parse_target`)
-    3. fetch      URLs concurrently in one TaskGroup (:class:`~.fetch.Fetcher`), then inspected
+    2. fetch      URLs concurrently in one TaskGroup (:class:`~.fetch.Fetcher`), then inspected
 
-then, for :func:`load_references` only, 4. decode (:class:`~.decoder.ReferenceDecoder`, or threads).
+then, for :func:`load_references` only, 3. decode (:class:`~.decoder.ReferenceDecoder`, or threads).
 
 Any failure is an :class:`~seedream_server.errors.InvalidParameter` with ``param="image"`` and a
 message ``image[<index>]: <reason>``; the first failure cancels every other fetch and decode, so a
@@ -22,8 +22,6 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, Literal, TypeVar
 
 from PIL import Image
-
-from seedream_server.errors import InvalidParameter
 
 from .decode import decode_reference
 from .decoder import ReferenceDecoder
@@ -44,13 +42,6 @@ class _Failed(Exception):
         super().__init__(index, reason)
         self.index = index
         self.reason = reason
-
-
-def _count_error(count: int, policy: ReferencePolicy) -> InvalidParameter:
-    return InvalidParameter(
-        f"image: {count} reference images given; this model takes at most {policy.max_count}",
-        param="image",
-    )
 
 
 def _fetched(index: int, data: bytes, policy: ReferencePolicy, declared: ImageFormat | None = None) -> FetchedReference:
@@ -98,10 +89,9 @@ async def fetch_references(
     ``client_factory`` builds the httpx client used for URLs (default: no environment proxies, no
     keep-alive); a custom one must not use a proxy, or the address pinning is lost. ``resolver``
     replaces the one ``loop.getaddrinfo`` call per host (tests use it to map names to 127.0.0.1).
-    Raises :class:`InvalidParameter` (``param="image"``) naming the first failing index.
+    Raises :class:`InvalidParameter` (``param="image"``) naming the first failing index. How many references
+    a request may have is the service's one check (it knows the model's limit).
     """
-    if len(items) > policy.max_count:
-        raise _count_error(len(items), policy)
     parsed: list[FetchedReference | str] = []
     for index, item in enumerate(items):
         try:
