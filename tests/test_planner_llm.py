@@ -222,8 +222,8 @@ async def test_server_uses_the_llm_planner_when_configured(chat_server: FakeChat
     """planner_url turns the LLM planner on for the whole server; its failure falls back to the rules."""
     from dataclasses import replace
 
-    from seedream_server.app import create_app
     from seedream_server.config import load_settings
+    from seedream_server.http import create_app
 
     base = load_settings(overrides={"data_dir": str(tmp_path / "data"), "auth": False}, environ={})
     body = {
