@@ -9,29 +9,11 @@ from importlib import resources
 import pytest
 from PIL import Image, ImageChops, ImageFont, ImageStat
 
+from image_support import FORMATS
+from image_support import gradient as _gradient
+from image_support import provenance_label as _prov
 from seedream_server.postprocess import DEFAULT_FONT_RESOURCE, add_watermark, encode_image, resize_to
-from seedream_server.provenance import Provenance, read_provenance
-
-FORMATS = ["jpeg", "png", "webp"]
-
-
-def _prov(content_id: str = "cgt-20250910-0001", **kw: object) -> Provenance:
-    fields: dict[str, object] = {
-        "model": "doubao-seedream-4-0-250828",
-        "content_id": content_id,
-        "created": 1757469561,
-        "watermarked": True,
-        "engine": "preview",
-    }
-    fields.update(kw)
-    return Provenance(**fields)  # type: ignore[arg-type]
-
-
-def _gradient(width: int, height: int) -> Image.Image:
-    """A smooth, non-uniform RGB test image."""
-    x = Image.linear_gradient("L").resize((width, height))
-    y = x.transpose(Image.Transpose.ROTATE_90).resize((width, height))
-    return Image.merge("RGB", (x, y, ImageChops.invert(x)))
+from seedream_server.provenance import read_provenance
 
 
 def _max_diff(a: Image.Image, b: Image.Image) -> int:
