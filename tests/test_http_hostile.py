@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from conftest import LiveServer, start_server, stop_server
+from seedream_server.accounts import AccountStore
 from seedream_server.config import Settings
 from seedream_server.http import create_app
 from support import GENERATIONS, MODEL, assert_error, body, running, wait_until
@@ -84,6 +85,14 @@ def test_two_streaming_clients_that_never_read_do_not_stop_generation(strict_ser
     assert response.json()["usage"]["generated_images"] == 1
     # 3. the server says why it gave up on them
     wait_until(lambda: strict_server.log.read_text().count("client did not read") >= 2, "both stalled clients cut off")
+    # 4. their jobs were cancelled and accounted for, with whatever images they had delivered
+    store = AccountStore.open(strict_server.data_dir)
+
+    def others() -> list[str]:  # every row but the unrelated request's
+        return sorted(row.status for row in store.usage_records() if row.status != "ok")
+
+    wait_until(lambda: others() == ["cancelled", "cancelled"], "both stalled jobs settled as cancelled")
+    store.close()
     for sock in stalled:
         sock.close()
 

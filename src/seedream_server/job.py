@@ -300,7 +300,13 @@ class Job:
 
 def _status_of(exc: BaseException | None) -> str:
     """The ledger status of a job that ended without finishing its events."""
-    if exc is None or isinstance(exc, asyncio.CancelledError | GeneratorExit | ClientDisconnected):
+    gone = (asyncio.CancelledError, GeneratorExit, ClientDisconnected)  # the client left, or was cut off
+    if isinstance(exc, BaseExceptionGroup):  # from a response's task group (sse-starlette)
+        _, rest = exc.split(gone)
+        if rest is None:
+            return CANCELLED
+        exc = rest.exceptions[0]
+    if exc is None or isinstance(exc, gone):
         return CANCELLED
     if isinstance(exc, SeedreamError):
         return exc.code

@@ -11,7 +11,7 @@ from typing import Any
 from starlette.datastructures import Headers
 
 from ..accounts import Accounts
-from ..errors import InvalidParameter, SeedreamError, ServiceUnavailable
+from ..errors import ClientDisconnected, InvalidParameter, SeedreamError, ServiceUnavailable
 from ..metrics import Metrics
 from .context import context_of_scope
 from .errors import error_response
@@ -62,8 +62,9 @@ class ContextMiddleware(HttpMiddleware):
         await self.app(scope, receive, send_with_id)
 
 
-class ClientTimeoutError(Exception):
-    """The client did not take a response message in time; the connection is given up."""
+class ClientTimeoutError(ClientDisconnected):
+    """The client did not take a response message in time; the connection is given up (its job is
+    settled as ``cancelled``, like a client that left)."""
 
 
 class ClientTimeoutMiddleware(HttpMiddleware):
@@ -98,7 +99,7 @@ class ClientTimeoutMiddleware(HttpMiddleware):
             except TimeoutError:
                 request_id = context_of_scope(scope).request_id
                 log.warning("client did not read for %g s; giving up request_id=%s", self.send_timeout, request_id)
-                raise ClientTimeoutError(request_id) from None
+                raise ClientTimeoutError(f"The client did not read for {self.send_timeout:g} s.") from None
 
         try:
             await self.app(scope, timed_receive, timed_send)
