@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import TypeAdapter
+from pydantic.json_schema import models_json_schema
 
 from ..protocol import CompletedEvent, ErrorResponse, PartialFailedEvent, PartialSucceededEvent, StreamErrorEvent
 from .middleware import API_PREFIXES, OPEN_WHILE_DRAINING
@@ -70,6 +70,7 @@ def stream_doc() -> dict[str, Any]:
                 "event": {"const": event.model_fields["type"].default},
                 "data": {
                     "type": "string",
+                    "pattern": "^\\{",  # a JSON object: what tells it from [DONE] without decoding it
                     "contentMediaType": "application/json",
                     "contentSchema": _ref(event.__name__),
                 },
@@ -95,8 +96,9 @@ def _ref(name: str) -> dict[str, str]:
 
 def _event_components() -> dict[str, Any]:
     """The JSON schemas of the stream's event models, referenced by :func:`stream_doc`."""
-    adapter: TypeAdapter[Any] = TypeAdapter(PartialSucceededEvent | PartialFailedEvent | CompletedEvent | StreamErrorEvent)
-    schema = adapter.json_schema(ref_template="#/components/schemas/{model}")
+    _, schema = models_json_schema(
+        [(event, "serialization") for event in STREAM_EVENTS], ref_template="#/components/schemas/{model}"
+    )
     return dict(schema.get("$defs", {}))
 
 
