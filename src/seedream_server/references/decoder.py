@@ -5,6 +5,10 @@ that encode images). Workers start with ``forkserver`` (``spawn`` where that is 
 the server process has threads and may hold torch. One call decodes one request's references in
 parallel under ONE budget; past it, or when the awaiting task is cancelled (the client left), the
 pool's futures are cancelled, which kills the workers that run them, and pebble starts fresh ones.
+Calls take turns on the pool, and a call's budget starts with its turn: it measures the request's own
+decoding, never a wait behind another request's (which would refuse honest images, as a 400, whenever
+two jobs with many large references run at once). The wait for a turn is bounded too: only jobs that
+hold an engine slot decode, each for at most one budget.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class ReferenceDecoder:
         self._work = work
         self._pool = ProcessPool(max_workers=workers, context=multiprocessing.get_context(_start_method()))
         self._started = False
+        self._turn = asyncio.Lock()  # one call's references on the pool at a time (see the module docstring)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReferenceDecoder:
@@ -66,6 +71,10 @@ class ReferenceDecoder:
         """
         if not refs:
             return []
+        async with self._turn:
+            return await self._decode(refs, max_pixels)
+
+    async def _decode(self, refs: Sequence[FetchedReference], max_pixels: int | None) -> list[Image.Image]:
         if not self._started:  # starting processes blocks: not on the event loop
             await asyncio.to_thread(lambda: self._pool.active)
             self._started = True
