@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 import accounts_support
 from accounts_support import dead_pid
-from seedream_server.accounts import USAGE, AccountError, AccountStore, Owner, UsageRecord, pid_alive
+from seedream_server.accounts import USAGE, AccountError, AccountStore, IpmLimiter, Owner, UsageRecord, pid_alive
 
 database_url = accounts_support.database_url
 store = accounts_support.store
@@ -116,3 +116,18 @@ def test_recovery_interrupts_the_running_rows_of_dead_processes_of_this_host(
     assert store.recover_interrupted() == 0
     [summary] = store.usage_summary()
     assert (summary.requests, summary.images, summary.errors, summary.cancelled) == (5, 10, 2, 0)
+
+
+def test_recovery_settles_the_reservations_of_interrupted_jobs_to_their_counted_images(
+    tmp_path: Path, database_url: str, store: AccountStore
+) -> None:
+    crashed = AccountStore.open(tmp_path / "data", database_url, owner=Owner(store.owner.host, dead_pid(), "a"))
+    limiter = IpmLimiter(crashed)
+    limiter.reserve("k", 10, 100, request_id="crashed")  # a group of 10 planned
+    limiter.reserve("k", 5, 100, request_id="other")  # another job's reservation is left alone
+    crashed.open_entry(running_record("crashed"))
+    crashed.update_entry("crashed", 3, 30)  # three images delivered before the crash
+    crashed.close()
+
+    assert store.recover_interrupted() == 1
+    assert IpmLimiter(store).used("k") == 3 + 5

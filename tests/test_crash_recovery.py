@@ -147,11 +147,6 @@ def test_images_per_minute_window_survives_the_crash(crashed: tuple[Crashed, Liv
     assert_error(response, 429, "ModelAccountIpmRateLimitExceeded")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a crashed job's images-per-minute reservation keeps its planned 10 images: recovery marks the "
-    "ledger row interrupted but cannot settle the reservation (ipm_reservations has no request id)",
-)
 def test_window_holds_exactly_the_images_counted(crashed: tuple[Crashed, LiveServer, str]) -> None:
     job, server, key = crashed
     (row,) = [r for r in ledger(server.data_dir) if r.request_id == job.request_id]

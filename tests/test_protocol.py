@@ -13,9 +13,10 @@ import httpx
 import pytest
 
 from seedream_server.config import Settings
+from seedream_server.errors import InvalidParameter
 from seedream_server.http import create_app
-from seedream_server.protocol import ImageGenerationRequest, to_generation_request
-from support import MODEL, PATHS, assert_error, body, running
+from seedream_server.protocol import ImageGenerationRequest, edit_form_to_request, to_generation_request
+from support import GENERATIONS, MODEL, PATHS, assert_error, body, running
 
 
 def assert_ok(response: httpx.Response, images: int = 1) -> dict[str, Any]:
@@ -344,3 +345,17 @@ def test_image_list_is_kept_in_order() -> None:
 def test_unknown_fields_are_kept_aside() -> None:
     wire = ImageGenerationRequest.model_validate({"model": MODEL, "prompt": "p", "tools": [], "zzz": 1})
     assert set(wire.model_extra or {}) == {"tools", "zzz"}
+
+
+async def test_an_empty_model_is_missing(client: httpx.AsyncClient) -> None:
+    for model in ("", "   "):
+        r = await client.post(GENERATIONS, json=body(model=model))
+        assert_error(r, 400, "MissingParameter", param="model")
+
+
+def test_edit_form_integers_take_integral_floats_as_json_does() -> None:
+    fields = [("model", MODEL), ("prompt", "x")]
+    assert edit_form_to_request([*fields, ("seed", "3.0")], [b"img"]).seed == 3
+    with pytest.raises(InvalidParameter) as refused:
+        edit_form_to_request([*fields, ("seed", "3.5")], [b"img"])
+    assert refused.value.param == "seed"

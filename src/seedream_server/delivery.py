@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from . import postprocess
+from .engines.base import ImageResult
 from .events import ImageDelivered
 from .metrics import Metrics
 from .storage import Storage
@@ -54,6 +55,11 @@ class Deliverer:
         )
         self.metrics.stage_seconds.labels("encode").observe(time.perf_counter() - started)
         return data, image.width, image.height
+
+    def pass_through(self, result: ImageResult) -> ImageDelivered:
+        """An upstream's image as it gave it (a relay with re-hosting off): its link or base64, its size."""
+        width, height = result.size or (0, 0)
+        return ImageDelivered(result.index, width, height, url=result.url, b64_json=result.b64_json)
 
     async def deliver(self, spec: Delivery, index: int, image: Image.Image) -> ImageDelivered:
         """Steps 5-6: finish off the event loop, then store durably (or inline as base64)."""

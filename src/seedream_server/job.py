@@ -32,7 +32,7 @@ from PIL import Image
 
 from .accounts import NO_KEY, ApiKey, Reservation, UsageRecord
 from .delivery import Delivery
-from .engines.base import ImageJob, ImageResult, ImageTask
+from .engines.base import EncodedImage, ImageJob, ImageResult, ImageTask, ReferenceMode
 from .errors import ClientDisconnected, EngineError, SeedreamError, SensitiveContentDetected
 from .events import Event, ImageFailed, JobAborted, JobCompleted, JobUsage
 from .models import ServedModel
@@ -80,7 +80,9 @@ class Job:
         self.status = RUNNING
         self.usage = JobUsage()
         self.plan = Plan(0, 0, ())
-        self.references: list[FetchedReference] = []
+        self.references: list[FetchedReference] = []  # fetched, still compressed
+        self.forwarded: tuple[str, ...] = ()  # references relayed as sent (ReferenceMode.FORWARDED)
+        self.upstream_request_id: str | None = None  # an upstream engine's id for this request
         self._image_job: ImageJob | None = None
         self._first_failure = ""  # the status when every image of the job failed
         # what the job holds, given back by settle()
@@ -110,7 +112,7 @@ class Job:
     async def reserve_images(self) -> None:
         """Reserve the planned images against the key's images-per-minute window (429 when over)."""
         if self.key is not None:
-            self._reservation = await self.service.accounts.reserve(self.key, len(self.plan.tasks))
+            self._reservation = await self.service.accounts.reserve(self.key, len(self.plan.tasks), self.request_id)
 
     # -- running --------------------------------------------------------------------------------------
 
@@ -125,24 +127,32 @@ class Job:
             gauge.dec()
         self._slot_since = time.perf_counter()
         metrics.inflight.inc()
-        images: tuple[Image.Image, ...] = ()
-        if self.references:
-            caps = self.served.engine.capabilities
-            decoded = await self.service.decoder.decode(self.references, caps.reference_pixels)
-            await self.service.moderation.check_references(decoded, self.request.prompt)
-            images = tuple(decoded)
+        caps = self.served.engine.capabilities
+        decoded: tuple[Image.Image, ...] = ()
+        if self.references and caps.references is ReferenceMode.DECODED:
+            images = await self.service.decoder.decode(self.references, caps.reference_pixels)
+            await self.service.moderation.check_references(images, self.request.prompt)
+            decoded = tuple(images)
+        encoded: tuple[EncodedImage, ...] = ()
+        if caps.references is ReferenceMode.ENCODED:
+            encoded = tuple(EncodedImage(ref.data, ref.format, ref.width, ref.height) for ref in self.references)
         request = self.request
         self._image_job = ImageJob(
             model=self.served.name,
             tasks=self.plan.tasks,
             width=self.plan.width,
             height=self.plan.height,
-            references=images,
+            references=decoded,
             guidance_scale=request.guidance_scale,
             fast=request.fast,
             group=request.sequential and len(self.plan.tasks) > 1,
             request_id=self.request_id,
             base_prompt=request.prompt,
+            encoded_references=encoded,
+            forwarded=self.forwarded,
+            fields=request.fields,
+            watermark=request.watermark,
+            response_format=request.response_format,
         )
 
     async def events(self) -> AsyncGenerator[Event, None]:
@@ -163,11 +173,16 @@ class Job:
         """One engine result becomes an event: delivered, failed (the group goes on) or aborted."""
         if isinstance(result, BaseException):
             return self._aborted(result, "engine")
-        if result.error is not None or result.image is None:
+        self.upstream_request_id = result.upstream_request_id or self.upstream_request_id
+        if result.error is not None or (result.image is None and not result.passthrough):
             return self._image_failed(result.index, result.error or EngineError("The engine returned no image."))
         try:
-            await self.service.moderation.check_output(result.image, self.plan.tasks[result.index].prompt)
-            event = await self.service.deliverer.deliver(self._delivery(), result.index, result.image)
+            if result.image is None:  # a relay that does not re-host: the upstream's link or bytes as they are
+                event = self.service.deliverer.pass_through(result)
+            else:
+                await self.service.moderation.check_output(result.image, self._prompt_of(result.index))
+                spec = self._delivery(drawn=result.watermarked)
+                event = await self.service.deliverer.deliver(spec, result.index, result.image)
         except SensitiveContentDetected as refused:
             return self._image_failed(result.index, refused)
         except Exception as exc:  # an image check, encoder or storage failed: stop the group
@@ -178,6 +193,10 @@ class Job:
         self.service.metrics.images.labels(self.served.name, "succeeded").inc()
         await self.service.accounts.update_entry(self.request_id, self.usage.generated_images, self.usage.output_tokens)
         return event
+
+    def _prompt_of(self, index: int) -> str:
+        tasks = self.plan.tasks
+        return tasks[index].prompt if 0 <= index < len(tasks) else self.request.prompt
 
     def _image_failed(self, index: int, error: SeedreamError) -> ImageFailed:
         self._first_failure = self._first_failure or error.code
@@ -191,7 +210,8 @@ class Job:
         self.status = error.code
         return JobAborted(error, self.usage)
 
-    def _delivery(self) -> Delivery:
+    def _delivery(self, drawn: bool) -> Delivery:
+        """How this job's images are delivered; ``drawn``: the engine already drew the visible mark."""
         request = self.request
         return Delivery(
             name_prefix=self.request_id,
@@ -200,7 +220,7 @@ class Job:
             created=self.created,
             width=self.plan.width,
             height=self.plan.height,
-            watermark=request.watermark,
+            watermark=request.watermark and not drawn,
             output_format=request.output_format,
             b64_json=request.response_format == "b64_json",
         )
@@ -279,6 +299,7 @@ class Job:
                     tokens=tokens,
                     status=self.status,
                     duration_ms=round(elapsed * 1000),
+                    upstream_request_id=self.upstream_request_id,
                 )
                 self.service.job_ended()
 
@@ -287,7 +308,7 @@ class Job:
         metrics.requests.labels(name, self.status).inc()
         metrics.request_seconds.labels(name).observe(elapsed)
         log.info(
-            "request_id=%s model=%s images=%d/%d status=%s duration_ms=%.0f user=%r",
+            "request_id=%s model=%s images=%d/%d status=%s duration_ms=%.0f user=%r upstream_request_id=%s",
             self.request_id,
             name,
             self.usage.generated_images,
@@ -295,6 +316,7 @@ class Job:
             self.status,
             elapsed * 1000,
             self.request.user or "-",
+            self.upstream_request_id or "-",
         )
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -226,10 +227,16 @@ class GenerationRequest:
     fast: bool = False
     output_format: str = "jpeg"
     user: str | None = None
+    #: every wire field as the client sent it (unknown ones too, ``model`` aside), for engines that relay
+    fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 def to_generation_request(body: ImageGenerationRequest) -> GenerationRequest:
     """Apply defaults and the checks pydantic cannot express (no I/O)."""
+    if not body.model.strip():
+        raise MissingParameter(
+            "The request failed because it is missing one or multiple required parameters: model.", param="model"
+        )
     if not body.prompt.strip():
         raise InvalidParameter("The parameter `prompt` must not be empty.", param="prompt")
     images: tuple[str, ...]
@@ -256,6 +263,7 @@ def to_generation_request(body: ImageGenerationRequest) -> GenerationRequest:
         fast=bool(body.optimize_prompt_options and body.optimize_prompt_options.mode == "fast"),
         output_format=body.output_format or "jpeg",
         user=body.user,
+        fields={k: v for k, v in body.model_dump(exclude_unset=True).items() if k != "model"},
     )
 
 
@@ -273,7 +281,7 @@ def _form_value(name: str, raw: str) -> Any:
                 return raw.lower() in _TRUE
             raise ValueError("expected true or false")
         if name in _FORM_INTS:
-            return int(raw)
+            return _integral(float(raw)) if "." in raw or "e" in raw.lower() else int(raw)
         if name in _FORM_FLOATS:
             return float(raw)
         if name in {"sequential_image_generation_options", "optimize_prompt_options"}:
@@ -370,9 +378,9 @@ def translate_validation_error(exc: ValidationError | Any) -> SeedreamError:
     if not errors:
         return InvalidParameter("The request body is not valid.")
     # the first field's most specific error: for ``image: ["ok", 5]`` the list branch's image[1], not "a string"
-    field = _param_of(tuple(errors[0].get("loc", ())))
+    first_field = _param_of(tuple(errors[0].get("loc", ())))
     err = max(
-        (e for e in errors if _param_of(tuple(e.get("loc", ()))).startswith(field)),
+        (e for e in errors if _param_of(tuple(e.get("loc", ()))).startswith(first_field)),
         key=lambda e: len(_param_of(tuple(e.get("loc", ())))),
     )
     loc = tuple(err.get("loc", ()))

@@ -18,6 +18,7 @@ its engine slot, runs the engine and yields one event per image (see ``job.py``)
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import secrets
 import time
@@ -25,7 +26,7 @@ import time
 from .accounts import Accounts, ApiKey
 from .admission import PixelBudget
 from .delivery import Deliverer
-from .engines.base import ImageTask
+from .engines.base import ImageTask, ReferenceMode
 from .errors import InvalidParameter
 from .job import Job, Plan
 from .metrics import Metrics
@@ -110,21 +111,33 @@ class ImageService:
         request, served = job.request, job.served
         try:
             # 3. references: fetched concurrently, header-checked, kept compressed until the job runs
-            started = time.perf_counter()
-            references = await fetch_references(request.images, self.reference_policy)
-            if references:
-                self.metrics.stage_seconds.labels("fetch").observe(time.perf_counter() - started)
-            pixels = served.engine.capabilities.reference_pixels
-            job.hold_references(references, sum(decoded_pixels(ref, pixels) for ref in references))
+            await self._references(job)
             # 4. plan: delivered size, image count, per-image prompts and seeds
             started = time.perf_counter()
-            job.plan = await self._plan(request, job.parsed_size, references)
+            job.plan = await self._plan(request, job.parsed_size, job.references, served)
             self.metrics.stage_seconds.labels("plan").observe(time.perf_counter() - started)
             # 5. reserve the planned images against the key's window
             await job.reserve_images()
         except BaseException as exc:
             await job.settle(exc)
             raise
+
+    async def _references(self, job: Job) -> None:
+        """Step 3, as the engine takes references: relayed as sent, or fetched and checked (and, for engines
+        that take pixels, their decoded size reserved from the server-wide budget)."""
+        request, caps = job.request, job.served.engine.capabilities
+        if caps.references is ReferenceMode.FORWARDED and all(isinstance(item, str) for item in request.images):
+            job.forwarded = tuple(str(item) for item in request.images)
+            return
+        started = time.perf_counter()
+        references = await fetch_references(request.images, self.reference_policy)
+        if references:
+            self.metrics.stage_seconds.labels("fetch").observe(time.perf_counter() - started)
+        if caps.references is ReferenceMode.FORWARDED:  # uploads, relayed as data URIs
+            job.forwarded = tuple(_data_uri(ref) for ref in references)
+        decoded = caps.references is ReferenceMode.DECODED
+        pixels = sum(decoded_pixels(ref, caps.reference_pixels) for ref in references) if decoded else 0
+        job.hold_references(references, pixels)
 
     def _validate(self, request: GenerationRequest, served: ServedModel) -> tuple[int, int] | str:
         """Checks that depend on settings and on the model; returns the parsed size."""
@@ -152,13 +165,19 @@ class ImageService:
         return parse_size(request.size, caps.sizes)
 
     async def _plan(
-        self, request: GenerationRequest, parsed_size: tuple[int, int] | str, references: list[FetchedReference]
+        self,
+        request: GenerationRequest,
+        parsed_size: tuple[int, int] | str,
+        references: list[FetchedReference],
+        served: ServedModel,
     ) -> Plan:
         """Step 4: the delivered size (a preset's ratio may come from the first reference) and the tasks."""
         first = (references[0].width, references[0].height) if references else None
         width, height = delivered_size(parsed_size, request.prompt, first)
-        if request.sequential:
-            cap = min(request.max_images, MAX_IMAGES_PER_REQUEST - len(references))
+        cap = min(request.max_images, MAX_IMAGES_PER_REQUEST - len(request.images))
+        if request.sequential and served.engine.capabilities.plans_groups:
+            prompts, reason = (request.prompt,) * cap, f"planned by the engine, at most {cap}"
+        elif request.sequential:
             plan = await self.planner.plan(request.prompt, cap)
             prompts, reason = plan.prompts, plan.reason
         else:
@@ -167,3 +186,7 @@ class ImageService:
         tasks = tuple(ImageTask(index=i, prompt=p, seed=(seed + i) % (MAX_SEED + 1)) for i, p in enumerate(prompts))
         log.debug("planned %d image(s): %s", len(tasks), reason)
         return Plan(width, height, tasks)
+
+
+def _data_uri(ref: FetchedReference) -> str:
+    return f"data:image/{ref.format};base64,{base64.b64encode(ref.data).decode('ascii')}"

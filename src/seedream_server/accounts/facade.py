@@ -117,9 +117,10 @@ class Accounts:
         """429 unless at least one image fits the key's window now (a spent key is refused before any work)."""
         await self.call(self.limiter.check, key.name, 1, key.ipm)
 
-    async def reserve(self, key: ApiKey, images: int) -> Reservation:
-        """Reserve ``images`` against the key's window, or 429 with the seconds until they fit."""
-        reservation_id = await self.call(self.limiter.reserve, key.name, images, key.ipm)
+    async def reserve(self, key: ApiKey, images: int, request_id: str | None = None) -> Reservation:
+        """Reserve ``images`` against the key's window, or 429 with the seconds until they fit. With the
+        ``request_id`` of a job, crash recovery settles the reservation to the images its ledger row counts."""
+        reservation_id = await self.call(self.limiter.reserve, key.name, images, key.ipm, request_id)
         return Reservation(self, reservation_id, key.name, images)
 
     # the ledger
@@ -138,13 +139,28 @@ class Accounts:
         except Exception:
             log.exception("usage ledger: could not update the row of request %s", request_id)
 
-    async def close_entry(self, request_id: str, *, images: int, tokens: int, status: str, duration_ms: int) -> None:
+    async def close_entry(
+        self,
+        request_id: str,
+        *,
+        images: int,
+        tokens: int,
+        status: str,
+        duration_ms: int,
+        upstream_request_id: str | None = None,
+    ) -> None:
         """End a job's row with its final counts and status. Never raises: on failure it is logged and the row
         stays ``running`` until a later start on this host marks it interrupted."""
         self._opened.pop(request_id, None)
         try:
             close = partial(
-                self.store.close_entry, request_id, images=images, tokens=tokens, status=status, duration_ms=duration_ms
+                self.store.close_entry,
+                request_id,
+                images=images,
+                tokens=tokens,
+                status=status,
+                duration_ms=duration_ms,
+                upstream_request_id=upstream_request_id,
             )
             await self.call(close)
         except Exception:

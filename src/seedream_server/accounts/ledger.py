@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import Select
 
 from .keys import AccountError
-from .schema import USAGE, Database, aware, naive_utc, utcnow
+from .schema import IPM_RESERVATIONS, USAGE, Database, aware, naive_utc, utcnow
 
 NO_KEY = "-"  # the ledger's key name when authentication is off
 RUNNING = "running"  # a job's row from admission until it ends
@@ -49,6 +49,7 @@ class UsageRecord:
     duration_ms: int
     request_id: str
     ts: datetime | None = None  # default: when written
+    upstream_request_id: str | None = None  # the request id an upstream engine gave (ark, openai)
 
 
 @dataclass(frozen=True)
@@ -146,11 +147,22 @@ class LedgerStore(Database):
             values["duration_ms"] = duration_ms
         self._update_running(request_id, values)
 
-    def close_entry(self, request_id: str, *, images: int, tokens: int, status: str, duration_ms: int) -> None:
+    def close_entry(
+        self,
+        request_id: str,
+        *,
+        images: int,
+        tokens: int,
+        status: str,
+        duration_ms: int,
+        upstream_request_id: str | None = None,
+    ) -> None:
         """End a running job's row with its final counts and status."""
         if status == RUNNING:
             raise AccountError("a ledger row is closed with a final status, not 'running'")
-        values = {"images": images, "tokens": tokens, "status": status[:64], "duration_ms": duration_ms}
+        values: dict[str, Any] = {"images": images, "tokens": tokens, "status": status[:64], "duration_ms": duration_ms}
+        if upstream_request_id is not None:
+            values["upstream_request_id"] = upstream_request_id[:128]
         self._update_running(request_id, values)
 
     def _update_running(self, request_id: str, values: dict[str, Any]) -> None:
@@ -180,6 +192,22 @@ class LedgerStore(Database):
             ]
             if orphaned:
                 conn.execute(update(USAGE).where(USAGE.c.id.in_(orphaned)).values(status=INTERRUPTED))
+                # their images-per-minute reservations keep only the images the rows counted
+                counted = (
+                    select(USAGE.c.images)
+                    .where(USAGE.c.request_id == IPM_RESERVATIONS.c.request_id, USAGE.c.id.in_(orphaned))
+                    .scalar_subquery()
+                )
+                interrupted = select(USAGE.c.request_id).where(USAGE.c.id.in_(orphaned))
+                conn.execute(
+                    update(IPM_RESERVATIONS)
+                    .where(IPM_RESERVATIONS.c.request_id.in_(interrupted))
+                    .values(
+                        images=func.least(IPM_RESERVATIONS.c.images, counted)
+                        if self.dialect == "postgresql"
+                        else func.min(IPM_RESERVATIONS.c.images, counted)
+                    )
+                )
         return len(orphaned)
 
     def usage_records(self, since: datetime | None = None, key_name: str | None = None) -> list[UsageRecord]:
@@ -196,6 +224,7 @@ class LedgerStore(Database):
                     duration_ms=int(row.duration_ms),
                     request_id=row.request_id,
                     ts=aware(row.ts),
+                    upstream_request_id=row.upstream_request_id,
                 )
                 for row in conn.execute(query)
             ]

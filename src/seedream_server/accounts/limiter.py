@@ -96,7 +96,7 @@ class IpmLimiter:
             now = self.clock()
             _refuse_beyond(self._window(conn, key_name, now), images, limit, now, self.window_s)
 
-    def reserve(self, key_name: str, images: int, limit: int) -> int:
+    def reserve(self, key_name: str, images: int, limit: int, request_id: str | None = None) -> int:
         """Reserve ``images`` for ``key_name`` or raise 429 with the seconds until they fit; returns the
         reservation's id for :meth:`settle`."""
         with self.database.writing() as conn:
@@ -106,7 +106,7 @@ class IpmLimiter:
             now = self.clock()  # read under the lock, so reservations of one key are in time order
             conn.execute(delete(_R).where(_R.c.key_name == key_name, _R.c.ts <= now - self.window_s))
             _refuse_beyond(self._window(conn, key_name, now), images, limit, now, self.window_s)
-            row = {"key_name": key_name, "ts": now, "images": images}
+            row = {"key_name": key_name, "ts": now, "images": images, "request_id": request_id}
             return int(conn.execute(insert(_R).values(**row).returning(_R.c.id)).scalar_one())
 
     def settle(self, reservation_id: int, used: int) -> None:

@@ -103,6 +103,16 @@ def _usage_v2_index(usage: Table) -> Index:
     )
 
 
+def _usage_v3_columns() -> tuple[Column[Any], ...]:
+    """Step 3's ledger column: the request id an upstream engine (ark, openai) gave. Never edit."""
+    return (Column("upstream_request_id", String(128), nullable=True),)
+
+
+def _reservations_v3_columns() -> tuple[Column[Any], ...]:
+    """Step 3: the request a reservation is for, so crash recovery can settle it. Never edit."""
+    return (Column("request_id", String(64), nullable=True),)
+
+
 def _define_reservations_v2(metadata: MetaData) -> Table:
     """Step 2's images-per-minute reservations: images taken by a key at a wall-clock time. Never edit."""
     return Table(
@@ -119,10 +129,12 @@ def _define_reservations_v2(metadata: MetaData) -> Table:
 METADATA = MetaData()
 """The current schema (version :data:`SCHEMA_LATEST`), built from the steps' definitions."""
 API_KEYS, USAGE = _define_v1(METADATA)
-for _column in _usage_v2_columns():
+for _column in (*_usage_v2_columns(), *_usage_v3_columns()):
     USAGE.append_column(_column)
 _usage_v2_index(USAGE)
 IPM_RESERVATIONS = _define_reservations_v2(METADATA)
+for _column in _reservations_v3_columns():
+    IPM_RESERVATIONS.append_column(_column)
 SCHEMA_VERSION = Table(
     "schema_version",
     METADATA,
@@ -141,12 +153,23 @@ def _step_1(conn: Connection) -> None:
 def _step_2(conn: Connection) -> None:
     metadata = MetaData()
     _, usage = _define_v1(metadata)
-    table = conn.dialect.identifier_preparer.format_table(usage)
-    for column in _usage_v2_columns():
-        usage.append_column(column)
-        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {CreateColumn(column).compile(dialect=conn.dialect)}"))
+    _add_columns(conn, usage, _usage_v2_columns())
     _usage_v2_index(usage).create(conn)
     _define_reservations_v2(metadata).create(conn)
+
+
+def _add_columns(conn: Connection, table: Table, columns: tuple[Column[Any], ...]) -> None:
+    name = conn.dialect.identifier_preparer.format_table(table)
+    for column in columns:
+        table.append_column(column)
+        conn.execute(text(f"ALTER TABLE {name} ADD COLUMN {CreateColumn(column).compile(dialect=conn.dialect)}"))
+
+
+def _step_3(conn: Connection) -> None:
+    metadata = MetaData()
+    _, usage = _define_v1(metadata)
+    _add_columns(conn, usage, _usage_v3_columns())
+    _add_columns(conn, _define_reservations_v2(metadata), _reservations_v3_columns())
 
 
 @dataclass(frozen=True)
@@ -159,6 +182,7 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "api_keys and usage tables", _step_1),
     Migration(2, "ipm_reservations table; usage rows owned by a process, one running row per request", _step_2),
+    Migration(3, "usage.upstream_request_id; ipm_reservations.request_id (crash recovery settles them)", _step_3),
 )
 """Ordered schema steps. Add new ones at the end (version + 1); never change an applied one."""
 

@@ -9,8 +9,10 @@ raised (``EngineError``) and stops the group. Engines never see HTTP, wire model
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
 
 from PIL import Image
 
@@ -21,6 +23,14 @@ from ..sizes import SizeLimits
 DEFAULT_REFERENCE_PIXELS = 2048 * 2048
 
 
+class ReferenceMode(StrEnum):
+    """How an engine takes the request's reference images."""
+
+    DECODED = "decoded"  # fetched, checked and decoded here (local models): ImageJob.references
+    ENCODED = "encoded"  # fetched and checked here, handed over as file bytes: ImageJob.encoded_references
+    FORWARDED = "forwarded"  # not fetched here: the strings as sent (uploads as data URIs), ImageJob.forwarded
+
+
 @dataclass(frozen=True)
 class EngineCapabilities:
     """What a model served by an engine accepts; the service validates requests against it."""
@@ -28,7 +38,19 @@ class EngineCapabilities:
     max_references: int = 14
     sizes: SizeLimits = field(default_factory=SizeLimits)  # the explicit WxH sizes it delivers
     reference_pixels: int = DEFAULT_REFERENCE_PIXELS  # references are decoded down to this many pixels
+    references: ReferenceMode = ReferenceMode.DECODED
+    plans_groups: bool = False  # the engine (its upstream) decides a group's images: the service does not plan
     description: str = ""
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """A checked reference image as its file bytes (format sniffed, size from the header)."""
+
+    data: bytes
+    format: str
+    width: int
+    height: int
 
 
 @dataclass(frozen=True)
@@ -54,15 +76,35 @@ class ImageJob:
     group: bool = False
     request_id: str = ""
     base_prompt: str = ""
+    encoded_references: tuple[EncodedImage, ...] = ()
+    forwarded: tuple[str, ...] = ()  # references as the request gave them (ReferenceMode.FORWARDED)
+    #: the request's wire fields as the client sent them, unknown ones included (for engines that relay it)
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    watermark: bool = True
+    response_format: str = "url"
 
 
 @dataclass
 class ImageResult:
-    """One finished image (any size; the service resizes) or a per-image refusal."""
+    """One finished image, a per-image refusal, or (relays that do not re-host) an upstream link or base64
+    passed through as it is.
+
+    ``image`` may be any size (the service resizes); ``watermarked`` says the visible mark is already drawn
+    (an upstream drew it), so the service does not draw it twice.
+    """
 
     index: int
     image: Image.Image | None = None
     error: SeedreamError | None = None
+    watermarked: bool = False
+    url: str | None = None  # passed through (no re-hosting)
+    b64_json: str | None = None  # passed through (no re-hosting)
+    size: tuple[int, int] | None = None  # of a passed-through image
+    upstream_request_id: str | None = None
+
+    @property
+    def passthrough(self) -> bool:
+        return self.image is None and (self.url is not None or self.b64_json is not None)
 
 
 @dataclass(frozen=True)
@@ -92,6 +134,11 @@ class Engine(ABC):
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Load weights or open connections; ``/readyz`` turns ready once every engine started."""
+
+    @property
+    def ready(self) -> bool:
+        """Whether the engine can serve now (an upstream that cannot be reached is not); ``/readyz`` says so."""
+        return True
 
     @abstractmethod
     def generate(self, job: ImageJob) -> AsyncIterator[ImageResult]:

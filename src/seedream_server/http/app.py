@@ -48,8 +48,14 @@ class Lifecycle:
     draining: bool = False
 
     def readiness(self, models: ModelRegistry) -> Readiness:
-        status = "draining" if self.draining else "ready" if self.ready else "starting"
-        return Readiness(status=status, models=models.names())
+        unready = sorted(served.name for served in models if not served.engine.ready)
+        if self.draining:
+            status = "draining"
+        elif not self.ready:
+            status = "starting"
+        else:
+            status = "unready" if unready else "ready"
+        return Readiness(status=status, models=models.names(), unready=unready)
 
     def begin_drain(self) -> None:
         """Refuse new requests with 503 from now on (called on SIGTERM, before in-flight work finishes)."""

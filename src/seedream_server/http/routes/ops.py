@@ -19,8 +19,9 @@ from ..openapi import errors_for
 
 
 class Readiness(BaseModel):
-    status: str  # "ready", "starting" or "draining"
+    status: str  # "ready", "starting", "draining", or "unready" (an engine cannot serve: an upstream is down)
     models: list[str]
+    unready: list[str] = []  # the models whose engine cannot serve now
 
 
 def ops_router(metrics: Metrics, readiness: Callable[[], Readiness], metrics_token: str = "") -> APIRouter:
@@ -39,7 +40,7 @@ def ops_router(metrics: Metrics, readiness: Callable[[], Readiness], metrics_tok
         "/readyz",
         summary="Readiness: every engine started and not draining",
         response_model=Readiness,
-        responses={503: {"model": Readiness, "description": "Starting or draining."}},
+        responses={503: {"model": Readiness, "description": "Starting, draining, or an engine cannot serve."}},
     )
     async def readyz() -> JSONResponse:
         state = readiness()
