@@ -19,7 +19,10 @@ envelope ``{"error": {"code", "message", "param", "type"}}``; anything else beco
     │   ├── AuthenticationThrottled (TooManyAuthenticationFailures)
     │   └── ServerOverloaded
     ├── ClientDisconnected (499, never seen by the client that left)
+    ├── UpstreamError (502 UpstreamServiceError: an upstream engine refused or broke)
+    │   └── UpstreamTimeout (504)
     ├── ServiceUnavailable (503)
+    │   └── UpstreamUnavailable  (an upstream engine could not be reached)
     └── InternalServiceError (500)
         └── EngineError  (a backend failed while generating)
 """
@@ -126,10 +129,30 @@ class ClientDisconnected(SeedreamError):
     type = "client_closed_request"
 
 
+class UpstreamError(SeedreamError):
+    """An upstream engine (a relay's Ark or OpenAI-compatible server) failed: an answer that is not an image,
+    a refused upstream key, an upstream 5xx. The message says the upstream failed; it never holds keys."""
+
+    status = 502
+    code = "UpstreamServiceError"
+    type = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "UpstreamTimeout"
+
+
 class ServiceUnavailable(SeedreamError):
     status = 503
     code = "ServiceUnavailable"
     type = "service_unavailable"
+
+
+class UpstreamUnavailable(ServiceUnavailable):
+    """An upstream engine could not be reached (connection refused, every replica down)."""
+
+    code = "UpstreamUnavailable"
 
 
 class InternalServiceError(SeedreamError):
