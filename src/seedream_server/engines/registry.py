@@ -22,5 +22,10 @@ def build_engine(model: ModelConfig, extra: dict[str, EngineFactory] | None = No
         from .diffusers import DiffusersEngine
 
         return DiffusersEngine.from_options(model.name, model.options)
-    known = ", ".join(sorted({"preview", "diffusers", *(extra or {})}))
+    if model.engine in ("ark", "openai"):
+        from .upstream import ArkEngine, OpenAIEngine
+
+        kind = ArkEngine if model.engine == "ark" else OpenAIEngine
+        return kind.from_options(model.name, model.options)
+    known = ", ".join(sorted({"preview", "diffusers", "ark", "openai", *(extra or {})}))
     raise ValueError(f"model {model.name!r}: unknown engine {model.engine!r} (available: {known})")
