@@ -45,10 +45,10 @@ class KeyPool:
         now = self._clock()
         return [i for i, until in enumerate(self._cool_until) if until <= now]
 
-    def pick(self, exclude: Iterable[str] = ()) -> str | None:
+    def pick(self, exclude: Iterable[str] = (), *, advance: bool = True) -> str | None:
         """The next key in turn that is not cooling down and not in ``exclude`` (the keys this call already
         tried); when every such key is cooling, the one that comes back first. None: the pool is empty, or
-        every key is excluded."""
+        every key is excluded. ``advance=False`` leaves the rotation where it is (for probes)."""
         if not self._keys:
             return None
         excluded = set(exclude)
@@ -59,7 +59,8 @@ class KeyPool:
             return None
         ready = [i for i in candidates if self._cool_until[i] <= now]
         chosen = ready[0] if ready else min(candidates, key=lambda i: self._cool_until[i])
-        self._next = (chosen + 1) % len(self._keys)
+        if advance:
+            self._next = (chosen + 1) % len(self._keys)
         return self._keys[chosen]
 
     def cool_down(self, key: str | None, seconds: float) -> None:

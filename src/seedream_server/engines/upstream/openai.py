@@ -2,7 +2,8 @@
 LocalAI, another seedream-server), one upstream call per image.
 
 Our planner plans a group; each image is one call with its own prompt and seed, ``n`` = 1, at the size the
-service resolved, asking for ``b64_json``. Text-only images go to ``{base_url}/images/generations`` (JSON),
+service resolved, asking for ``b64_json`` when re-hosting (else for the client's ``response_format``, passed
+through). Text-only images go to ``{base_url}/images/generations`` (JSON),
 images with references to ``{base_url}/images/edits`` (multipart, ``image[]``); in a group, earlier outputs
 are fed forward as references as far as ``max_references`` allows. Several ``base_urls`` are replicas
 (see :mod:`.replicas`).
@@ -23,7 +24,7 @@ from ..base import EncodedImage, Engine, EngineCapabilities, ImageJob, ImageResu
 from .errors import malformed, request_id_of
 from .keys import KeyPool
 from .options import UpstreamOptions
-from .rehost import b64_bytes, image_result
+from .rehost import b64_bytes, fetch_image, image_result
 from .transport import Upstream
 
 GENERATIONS = "images/generations"
@@ -86,10 +87,10 @@ class OpenAIEngine(Engine):
             "prompt": task.prompt,
             "n": 1,
             "size": f"{job.width}x{job.height}",
-            "response_format": "b64_json",
+            "response_format": "b64_json" if self.options.rehost else job.response_format,
         }
-        if self.options.extensions:
-            fields.update(seed=task.seed, watermark=False)
+        if self.options.extensions:  # re-hosted images get our mark; passed-through ones the upstream's
+            fields.update(seed=task.seed, watermark=job.watermark and not self.options.rehost)
         return fields
 
     async def _one(self, job: ImageJob, task: ImageTask, references: list[EncodedImage]) -> tuple[ImageResult, bytes]:
@@ -125,8 +126,16 @@ class OpenAIEngine(Engine):
             request_id=request_id,
             fallback_size=(job.width, job.height),
         )
-        b64 = item.get("b64_json")
-        return result, b64_bytes(b64) if isinstance(b64, str) else b""
+        return result, await self._bytes_of(job, item)
+
+    async def _bytes_of(self, job: ImageJob, item: dict[str, Any]) -> bytes:
+        """The image's bytes when a group feeds it forward (fetched when upstream gave a link), else nothing."""
+        if not job.group:
+            return b""
+        b64, url = item.get("b64_json"), item.get("url")
+        if isinstance(b64, str):
+            return b64_bytes(b64)
+        return await fetch_image(self.upstream.client, str(url), self.options.timeout_s)
 
 
 def _encoded(data: bytes) -> EncodedImage:

@@ -140,7 +140,7 @@ class UpstreamOptions:
                 f"{where}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(rows))}"
             )
         values = {name: rows[name].take(where, value) for name, value in options.items()}
-        parsed = replace(cls(), upstream_model=model, **values)
+        parsed = replace(cls(), **{"upstream_model": model, **values})
         if engine == "openai" and not parsed.base_urls:
             raise UpstreamSetupError(f"{where}: option 'base_urls' (a list of replica URLs) is required")
         if parsed.api_keys_env and not os.environ.get(parsed.api_keys_env, "").strip():

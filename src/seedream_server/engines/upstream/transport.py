@@ -174,7 +174,7 @@ class Upstream:
             await asyncio.sleep(PROBE_INTERVAL_S)
 
     async def _probe_one(self, replica: Replica) -> None:
-        key = self.keys.pick()
+        key = self.keys.pick(advance=False)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         try:
             await self.client.get(replica.url("models"), headers=headers, timeout=min(self.timeout_s, 5.0))
