@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from PIL import Image, ImageChops, ImageStat
 
 from checks import RecordingEngine
-from seedream_server.config import ModelConfig, Settings
+from seedream_server.config import ModelConfig, Settings, default_models
 from seedream_server.http import create_app
 from seedream_server.postprocess import read_provenance
 from support import MODEL, PATHS, body, decode, running, sse_events
@@ -66,9 +66,11 @@ def mean_diff(a: Image.Image, b: Image.Image) -> float:
 async def test_url_response_shape_and_download(client: httpx.AsyncClient, path: str) -> None:
     before = int(time.time())
     payload = await generate(client, path, size="1K")
-    assert set(payload) == {"model", "created", "data", "usage"}
+    assert set(payload) == {"model", "created", "created_at", "data", "usage"}
     assert payload["model"] == MODEL
     assert before - 1 <= payload["created"] <= int(time.time()) + 1
+    assert payload["created_at"] == payload["created"]
+    assert payload["usage"]["input_images"] == 0
     (item,) = payload["data"]
     assert set(item) == {"url", "size"}
     assert item["size"] == "1024x1024"
@@ -124,7 +126,12 @@ async def test_delivered_size_and_usage(
     (item,) = payload["data"]
     assert item["size"] == f"{delivered[0]}x{delivered[1]}"
     assert decode(base64.b64decode(item["b64_json"])).size == delivered
-    assert payload["usage"] == {"generated_images": 1, "output_tokens": tokens, "total_tokens": tokens}
+    assert payload["usage"] == {
+        "generated_images": 1,
+        "output_tokens": tokens,
+        "total_tokens": tokens,
+        "input_images": 0,
+    }
 
 
 async def test_4k_preset_is_delivered_at_full_size(client: httpx.AsyncClient) -> None:
@@ -143,7 +150,12 @@ async def test_default_size_is_2048_square(client: httpx.AsyncClient) -> None:
 async def test_n_gives_independent_images_and_counts_usage(client: httpx.AsyncClient) -> None:
     payload = await generate(client, PATHS[1], n=3, seed=11, response_format="b64_json")
     assert len(payload["data"]) == 3
-    assert payload["usage"] == {"generated_images": 3, "output_tokens": 3 * 3600, "total_tokens": 3 * 3600}
+    assert payload["usage"] == {
+        "generated_images": 3,
+        "output_tokens": 3 * 3600,
+        "total_tokens": 3 * 3600,
+        "input_images": 0,
+    }
     images = [decode(base64.b64decode(item["b64_json"])).convert("RGB") for item in payload["data"]]
     assert all(image.size == (1280, 720) for image in images)
     assert mean_diff(images[0], images[1]) > 5 and mean_diff(images[1], images[2]) > 5
@@ -311,7 +323,7 @@ async def test_stream_sends_one_event_per_image_then_completed_and_done(client: 
         assert decode(base64.b64decode(event["b64_json"])).size == (1024, 1024)
     completed = json.loads(events[2][1])
     assert completed["type"] == "image_generation.completed"
-    assert completed["usage"] == {"generated_images": 2, "output_tokens": 8192, "total_tokens": 8192}
+    assert completed["usage"] == {"generated_images": 2, "output_tokens": 8192, "total_tokens": 8192, "input_images": 0}
 
 
 # --- models, health, readiness, metrics ---------------------------------------------------------
@@ -323,8 +335,11 @@ async def test_models_list(client: httpx.AsyncClient, path: str) -> None:
     assert response.status_code == 200
     payload = response.json()
     assert payload["object"] == "list"
-    (model,) = payload["data"]
+    # with no configuration the preview engine serves every Seedream profile's ids
+    assert [m["id"] for m in payload["data"]] == [m.name for m in default_models()]
+    model = payload["data"][0]
     assert model["id"] == MODEL
+    assert (model["profile"], model["size_tiers"], model["max_references"]) == ("seedream-4.0", ["1K", "2K", "4K"], 14)
     assert model["object"] == "model"
     assert isinstance(model["created"], int)
     assert isinstance(model["owned_by"], str)
@@ -464,9 +479,15 @@ async def test_openapi_documents_the_other_routes(client: httpx.AsyncClient) -> 
     for path in ("/v1/models", "/api/v3/models", "/healthz", "/readyz", "/metrics", "/files/{name}"):
         assert "get" in spec["paths"][path], path
     response_schema = spec["components"]["schemas"]["ImagesResponse"]
-    assert set(response_schema["properties"]) == {"model", "created", "data", "usage"}
+    assert set(response_schema["properties"]) == {"model", "created", "created_at", "data", "usage", "tools"}
     usage = spec["components"]["schemas"]["Usage"]
-    assert set(usage["properties"]) == {"generated_images", "output_tokens", "total_tokens"}
+    assert set(usage["properties"]) == {
+        "generated_images",
+        "output_tokens",
+        "total_tokens",
+        "input_images",
+        "tool_usage",
+    }
     assert (await client.get("/docs")).status_code == 200
 
 

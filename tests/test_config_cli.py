@@ -164,8 +164,17 @@ def test_defaults() -> None:
     assert settings.max_prompt_chars == 4000
     assert settings.watermark_text == "AI生成"
     assert settings.base_url == "http://127.0.0.1:8000"
-    assert [m.name for m in settings.models] == [DEFAULT_MODEL]
-    assert settings.models[0].engine == "preview"
+    # the preview engine under every Seedream profile's ids, 4.0 first
+    assert [m.name for m in settings.models] == [
+        DEFAULT_MODEL,
+        "doubao-seedream-4-5-251128",
+        "doubao-seedream-5-0-260128",
+        "doubao-seedream-5-0-pro-260628",
+        "doubao-seedream-5-0-flash-260915",
+    ]
+    assert {m.engine for m in settings.models} == {"preview"}
+    assert "doubao-seedream-5-0-lite-260128" in settings.models[2].aliases  # the lite alias
+    assert "seedream-4-0-250828" in settings.models[0].aliases  # BytePlus spelling
 
 
 def test_precedence(tmp_path: Path) -> None:

@@ -38,7 +38,12 @@ async def test_seed_example_gives_morning_noon_evening(client: httpx.AsyncClient
     assert r.status_code == 200, r.text
     out = r.json()
     assert len(out["data"]) == 3
-    assert out["usage"] == {"generated_images": 3, "output_tokens": 3 * 3600, "total_tokens": 3 * 3600}
+    assert out["usage"] == {
+        "generated_images": 3,
+        "output_tokens": 3 * 3600,
+        "total_tokens": 3 * 3600,
+        "input_images": 0,
+    }
     images = [np.asarray(decode_b64(item["b64_json"]), dtype=np.int16) for item in out["data"]]
     assert all(img.shape == (720, 1280, 3) for img in images)
     # a related set, yet every image differs
@@ -108,7 +113,12 @@ async def test_stream_events_in_order_then_done(client: httpx.AsyncClient) -> No
         assert p["type"] == "image_generation.partial_succeeded" and p["model"] == MODEL
         assert p["size"] == "1280x720" and p["url"].startswith("http://127.0.0.1:8000/files/")
         assert (await client.get(p["url"])).status_code == 200
-    assert payloads[3]["usage"] == {"generated_images": 3, "output_tokens": 10800, "total_tokens": 10800}
+    assert payloads[3]["usage"] == {
+        "generated_images": 3,
+        "output_tokens": 10800,
+        "total_tokens": 10800,
+        "input_images": 0,
+    }
 
 
 async def test_stream_validation_error_is_plain_json(client: httpx.AsyncClient) -> None:

@@ -86,7 +86,7 @@ def test_url_response_link_is_fetchable_from_the_server(live_server: LiveServer)
     (item,) = payload["data"]
     assert item["size"] == "1024x1024"
     assert item["url"].startswith(f"{live_server.url}/files/")
-    assert payload["usage"] == {"generated_images": 1, "output_tokens": 4096, "total_tokens": 4096}
+    assert payload["usage"] == {"generated_images": 1, "output_tokens": 4096, "total_tokens": 4096, "input_images": 0}
     image = httpx.get(item["url"], timeout=30)
     assert image.status_code == 200
     assert image.headers["content-type"] == "image/jpeg"
@@ -156,7 +156,12 @@ def test_stream_raw_sse_over_the_socket(live_server: LiveServer) -> None:
     assert completed["model"] == MODEL
     created.add(completed["created"])
     assert len(created) == 1
-    assert completed["usage"] == {"generated_images": 3, "output_tokens": 3 * 4096, "total_tokens": 3 * 4096}
+    assert completed["usage"] == {
+        "generated_images": 3,
+        "output_tokens": 3 * 4096,
+        "total_tokens": 3 * 4096,
+        "input_images": 0,
+    }
 
 
 def test_stream_with_b64_json_over_the_socket(live_server: LiveServer) -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from .profiles import PROFILES
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -50,16 +52,23 @@ DEFAULT_ALIASES = ("doubao-seedream-4.0", "seedream-4.0", "seedream-4-0")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """One served model: its name, aliases, engine kind and engine-specific options."""
+    """One served model: its name, aliases, engine kind, Seedream profile and engine-specific options."""
 
     name: str
     engine: str = "preview"
     aliases: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
+    profile: str = ""  # a profile name or model id; default: the profile the name or an alias is an id of, else 4.0
 
 
 def default_models() -> tuple[ModelConfig, ...]:
-    return (ModelConfig(name=DEFAULT_MODEL, engine="preview", aliases=DEFAULT_ALIASES),)
+    """With no models configured: the preview engine under every Seedream profile's ids."""
+    models = []
+    for profile in PROFILES:
+        name, *others = profile.ids
+        aliases = (*DEFAULT_ALIASES, *others) if name == DEFAULT_MODEL else tuple(others)
+        models.append(ModelConfig(name=name, engine="preview", aliases=aliases, profile=profile.name))
+    return tuple(models)
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -170,6 +179,8 @@ class Settings:
     )
     log_level: str = setting("info", "Log level: debug, info, warning, error or critical.")
     models: tuple[ModelConfig, ...] = field(default_factory=default_models)
+    #: ``[[profiles]]`` tables of the config file: fields that change (or define) Seedream profiles
+    profile_overrides: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         for row in SETTINGS:
@@ -207,7 +218,7 @@ def _read_table() -> tuple[Setting, ...]:
     return tuple(
         Setting(name=f.name, type=hints[f.name], default=f.default, **f.metadata)
         for f in fields(Settings)
-        if f.name != "models"
+        if f.name not in {"models", "profile_overrides"}
     )
 
 
@@ -249,7 +260,7 @@ def _models_from_toml(entries: Any) -> tuple[ModelConfig, ...]:
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise ValueError(f"config: models[{i}] needs a string 'name'")
-        options = {k: v for k, v in entry.items() if k not in {"name", "engine", "aliases"}}
+        options = {k: v for k, v in entry.items() if k not in {"name", "engine", "aliases", "profile"}}
         aliases = entry.get("aliases", [])
         if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
             raise ValueError(f"config: models[{i}].aliases must be a list of strings")
@@ -259,6 +270,7 @@ def _models_from_toml(entries: Any) -> tuple[ModelConfig, ...]:
                 engine=str(entry.get("engine", "preview")),
                 aliases=tuple(aliases),
                 options=options,
+                profile=str(entry.get("profile", "")),
             )
         )
     return tuple(models)
@@ -273,6 +285,7 @@ def load_settings(
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     models: tuple[ModelConfig, ...] | None = None
+    values_profiles: tuple[dict[str, Any], ...] = ()
     if config_file:
         with open(config_file, "rb") as fh:
             doc = tomllib.load(fh)
@@ -285,6 +298,10 @@ def load_settings(
             values[key] = _coerce(_BY_NAME[key], value)
         if "models" in doc:
             models = _models_from_toml(doc["models"])
+        profile_overrides = doc.get("profiles", [])
+        if not isinstance(profile_overrides, list):
+            raise ValueError("config: [[profiles]] must be an array of tables")
+        values_profiles = tuple(profile_overrides)
     for setting in SETTINGS:
         raw = env.get(f"SEEDREAM_{setting.name.upper()}")
         if raw is not None:
@@ -302,6 +319,8 @@ def load_settings(
         models = (ModelConfig(name=name, engine="diffusers", aliases=aliases, options=options),)
     if models is not None:
         settings = replace(settings, models=models)
+    if values_profiles:
+        settings = replace(settings, profile_overrides=values_profiles)
     return settings
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .engines.base import Layer
 from .errors import SeedreamError
 
 
@@ -17,6 +18,8 @@ class ImageDelivered:
     height: int
     url: str | None = None
     b64_json: str | None = None
+    layer: Layer | None = None  # layer decomposition: the item's place in the stack
+    output_format: str | None = None  # set for layer items (png)
 
     @property
     def size(self) -> str:

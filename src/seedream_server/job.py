@@ -83,6 +83,7 @@ class Job:
         self.references: list[FetchedReference] = []  # fetched, still compressed
         self.forwarded: tuple[str, ...] = ()  # references relayed as sent (ReferenceMode.FORWARDED)
         self.upstream_request_id: str | None = None  # an upstream engine's id for this request
+        self.web_searches = 0  # searches the web-search plug point made for this request
         self._image_job: ImageJob | None = None
         self._first_failure = ""  # the status when every image of the job failed
         # what the job holds, given back by settle()

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .accounts import ApiKey
 from .admission import ModelQueue
 from .engines.base import Engine
 from .errors import AccessDenied, NotFoundError
+from .profiles import DEFAULT_PROFILE, Profile, ProfileTable
 
 
 @dataclass
 class ServedModel:
-    """A configured model: its engine, its aliases and its bounded queue."""
+    """A configured model: its engine, its aliases, its bounded queue and the Seedream profile it answers by."""
 
     name: str
     engine: Engine
     queue: ModelQueue
     aliases: tuple[str, ...] = ()
+    profile: Profile = field(default_factory=lambda: ProfileTable().get(DEFAULT_PROFILE))
 
 
 class ModelRegistry:

@@ -63,8 +63,20 @@ class OptimizePromptOptions(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
 
     mode: Literal["standard", "fast"] | None = Field(
-        default=None, description="standard (default) or fast (fewer steps, faster, lower quality)."
+        default=None,
+        description="standard (default) or fast (fewer steps, faster, lower quality; Seedream 4.0 and 5.0 flash).",
     )
+    thinking: Literal["auto", "enabled", "disabled"] | None = Field(
+        default=None,
+        description="Prompt thinking: auto (default), enabled or disabled; passed to engines (and the LLM group "
+        "planner) that use it.",
+    )
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    type: Literal["web_search"] = Field(description="web_search: the model may search the web (Seedream 5.0 lite).")
 
 
 class ImageGenerationRequest(BaseModel):
@@ -136,8 +148,17 @@ class ImageGenerationRequest(BaseModel):
     )
     output_format: Literal["jpeg", "png", "webp"] | None = Field(
         default=None,
-        description="OpenAI extension: jpeg (default), png or webp.",
+        description="jpeg (default) or png (Seedream 5.0); webp as an OpenAI extension where the model's profile "
+        "allows it.",
         json_schema_extra=_EXT,
+    )
+    tools: list[Tool] | None = Field(
+        default=None, description='Seedream 5.0 lite: [{"type": "web_search"}] lets the model search the web.'
+    )
+    layer_decomposition: bool | None = Field(
+        default=None,
+        description="Seedream 5.0 pro: a base image plus up to 16 transparent PNG layers, each item with z_index, "
+        "bounding_box, name and description.",
     )
 
 
@@ -148,24 +169,43 @@ class ErrorBody(BaseModel):
     type: str | None = None
 
 
+class BoundingBox(BaseModel):
+    absolute: list[int] = Field(description="[x0, y0, x1, y1] in pixels of the base image.")
+    normalized: list[float] = Field(description="[x0, y0, x1, y1] as fractions of the base image's size.")
+
+
 class ImageItem(BaseModel):
     url: str | None = Field(default=None, description="Signed link to the image (response_format url).")
     b64_json: str | None = Field(default=None, description="Base64 image bytes (response_format b64_json).")
     size: str | None = Field(default=None, description="Delivered size, <W>x<H>.")
     error: ErrorBody | None = Field(default=None, description="Set instead of url/b64_json when this image failed.")
+    # layer decomposition (Seedream 5.0 pro): the base image has z_index 0, layers 1..16
+    z_index: int | None = Field(default=None, description="Layer decomposition: 0 = base image, then the layers.")
+    bounding_box: BoundingBox | None = Field(default=None, description="Layer decomposition: where the layer is.")
+    name: str | None = Field(default=None, description="Layer decomposition: the layer's name.")
+    description: str | None = Field(default=None, description="Layer decomposition: what the layer shows.")
+    output_format: str | None = Field(default=None, description="Layer decomposition: png.")
+
+
+class ToolUsage(BaseModel):
+    web_search: int = Field(description="Web searches the model made.")
 
 
 class Usage(BaseModel):
     generated_images: int = Field(description="Images delivered (failures not counted).")
     output_tokens: int = Field(description="Sum over delivered images of width*height/256.")
     total_tokens: int = Field(description="Equal to output_tokens.")
+    input_images: int = Field(default=0, description="Reference images of the request.")
+    tool_usage: ToolUsage | None = Field(default=None, description="With tools: how often each was used.")
 
 
 class ImagesResponse(BaseModel):
     model: str
     created: int = Field(description="Unix seconds.")
+    created_at: int = Field(description="The same as created (the Ark SDK reads this name).")
     data: list[ImageItem]
     usage: Usage
+    tools: list[Tool] | None = Field(default=None, description="The request's tools, echoed.")
 
 
 class ErrorResponse(BaseModel):
@@ -179,16 +219,23 @@ class PartialSucceededEvent(BaseModel):
     type: Literal["image_generation.partial_succeeded"] = "image_generation.partial_succeeded"
     model: str
     created: int
+    created_at: int
     image_index: int
     url: str | None = None
     b64_json: str | None = None
     size: str
+    z_index: int | None = None
+    bounding_box: BoundingBox | None = None
+    name: str | None = None
+    description: str | None = None
+    output_format: str | None = None
 
 
 class PartialFailedEvent(BaseModel):
     type: Literal["image_generation.partial_failed"] = "image_generation.partial_failed"
     model: str
     created: int
+    created_at: int
     image_index: int
     error: ErrorBody
 
@@ -197,6 +244,7 @@ class CompletedEvent(BaseModel):
     type: Literal["image_generation.completed"] = "image_generation.completed"
     model: str
     created: int
+    created_at: int
     usage: Usage
 
 
@@ -227,6 +275,9 @@ class GenerationRequest:
     fast: bool = False
     output_format: str = "jpeg"
     user: str | None = None
+    tools: tuple[str, ...] = ()  # tool types, e.g. ("web_search",)
+    thinking: str | None = None
+    layer_decomposition: bool = False
     #: every wire field as the client sent it (unknown ones too, ``model`` aside), for engines that relay
     fields: Mapping[str, Any] = field(default_factory=dict)
 
@@ -263,6 +314,9 @@ def to_generation_request(body: ImageGenerationRequest) -> GenerationRequest:
         fast=bool(body.optimize_prompt_options and body.optimize_prompt_options.mode == "fast"),
         output_format=body.output_format or "jpeg",
         user=body.user,
+        tools=tuple(tool.type for tool in body.tools or ()),
+        thinking=body.optimize_prompt_options.thinking if body.optimize_prompt_options else None,
+        layer_decomposition=bool(body.layer_decomposition),
         fields={k: v for k, v in body.model_dump(exclude_unset=True).items() if k != "model"},
     )
 

@@ -140,15 +140,15 @@ class ImageService:
         job.hold_references(references, pixels)
 
     def _validate(self, request: GenerationRequest, served: ServedModel) -> tuple[int, int] | str:
-        """Checks that depend on settings and on the model; returns the parsed size."""
-        caps = served.engine.capabilities
+        """Checks that depend on settings, on the model's profile and on its engine; returns the parsed size."""
+        caps, profile = served.engine.capabilities, served.profile
         if len(request.prompt) > self.max_prompt_chars:
             raise InvalidParameter(
                 f"The parameter `prompt` is too long: {len(request.prompt)} characters; "
                 f"the limit is {self.max_prompt_chars}.",
                 param="prompt",
             )
-        limit = min(caps.max_references, self.reference_policy.max_count)
+        limit = min(caps.max_references, profile.max_references, self.reference_policy.max_count)
         if len(request.images) > limit:
             raise InvalidParameter(
                 f"The parameter `image` has {len(request.images)} images; model {served.name} "
@@ -161,8 +161,9 @@ class ImageService:
                 f"outputs exceed {MAX_IMAGES_PER_REQUEST}.",
                 param="n",
             )
+        _check_profile(request, served)
         self.moderation.check_prompt(request.prompt)
-        return parse_size(request.size, caps.sizes)
+        return parse_size(request.size, profile.sizes, served.name)
 
     async def _plan(
         self,
@@ -186,6 +187,25 @@ class ImageService:
         tasks = tuple(ImageTask(index=i, prompt=p, seed=(seed + i) % (MAX_SEED + 1)) for i, p in enumerate(prompts))
         log.debug("planned %d image(s): %s", len(tasks), reason)
         return Plan(width, height, tasks)
+
+
+def _check_profile(request: GenerationRequest, served: ServedModel) -> None:
+    """400 for a field the model's profile does not take, naming the field and the model."""
+    profile, model = served.profile, served.name
+    if request.sequential and not profile.groups:
+        raise profile.refuse("sequential_image_generation", model, "it makes one image per request (no groups)")
+    if request.stream and not profile.stream:
+        raise profile.refuse("stream", model, "it does not stream")
+    if request.fast and "fast" not in profile.prompt_modes:
+        modes = ", ".join(profile.prompt_modes)
+        raise profile.refuse("optimize_prompt_options.mode", model, f"fast is not offered (modes: {modes})")
+    if request.tools and not profile.tools:
+        raise profile.refuse("tools", model, "it does not use tools")
+    if request.layer_decomposition and not profile.layer_decomposition:
+        raise profile.refuse("layer_decomposition", model, "it does not decompose images into layers")
+    if request.output_format not in profile.output_formats:
+        formats = ", ".join(profile.output_formats)
+        raise profile.refuse("output_format", model, f"{request.output_format} is not offered ({formats})")
 
 
 def _data_uri(ref: FetchedReference) -> str:

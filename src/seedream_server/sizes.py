@@ -24,6 +24,9 @@ PRESETS: dict[str, dict[str, tuple[int, int]]] = {
 }
 PRESET_NAMES = ("1K", "2K", "4K")
 DEFAULT_SIZE = "2048x2048"
+SIZE_MULTIPLE = 16  # sides of derived tiers are multiples of this
+#: pixel budgets of the tiers without a published table (Seedream 5.0): 1.5K = 1536², 3K = 3072²
+DERIVED_TIER_PIXELS = {"1.5K": 1536 * 1536, "3K": 3072 * 3072}
 
 _RATIO_VALUES = {name: int(name.split(":")[0]) / int(name.split(":")[1]) for name in PRESETS}
 
@@ -60,12 +63,28 @@ _ORIENTATION_WORDS: tuple[tuple[str, re.Pattern[str]], ...] = (
 
 @dataclass(frozen=True)
 class SizeLimits:
-    """The pixel and ratio range a model accepts for explicit sizes."""
+    """The size tiers a model offers and the pixel and ratio range it accepts for explicit sizes."""
 
     min_pixels: int = 921_600
     max_pixels: int = 16_777_216
     min_ratio: float = 1 / 16
     max_ratio: float = 16.0
+    tiers: tuple[str, ...] = PRESET_NAMES
+
+
+def _derived(pixels: int, ratio: str) -> tuple[int, int]:
+    """A tier's size at a table ratio from its pixel budget, sides multiples of SIZE_MULTIPLE."""
+    height = math.sqrt(pixels / _RATIO_VALUES[ratio])
+    width = height * _RATIO_VALUES[ratio]
+    return round(width / SIZE_MULTIPLE) * SIZE_MULTIPLE, round(height / SIZE_MULTIPLE) * SIZE_MULTIPLE
+
+
+#: every tier's size per ratio: the published 1K/2K/4K table, and the derived 1.5K and 3K
+TIER_SIZES: dict[str, dict[str, tuple[int, int]]] = {
+    ratio: {**sizes, **{tier: _derived(pixels, ratio) for tier, pixels in DERIVED_TIER_PIXELS.items()}}
+    for ratio, sizes in PRESETS.items()
+}
+ALL_TIERS = ("1K", "1.5K", "2K", "3K", "4K")
 
 
 def ratio_from_prompt(prompt: str) -> str | None:
@@ -86,29 +105,37 @@ def nearest_ratio(width: int, height: int) -> str:
     return min(PRESETS, key=lambda name: abs(math.log(_RATIO_VALUES[name]) - target))
 
 
-def parse_size(size: str, limits: SizeLimits) -> tuple[int, int] | str:
-    """Validate ``size``: returns a preset name ("2K") or an explicit (width, height)."""
-    if size in PRESET_NAMES:
+def parse_size(size: str, limits: SizeLimits, model: str = "") -> tuple[int, int] | str:
+    """Validate ``size``: returns a tier name ("2K") or an explicit (width, height). ``model`` names the
+    model in the messages."""
+    if size in limits.tiers:
         return size
+    of_model = f" for model {model}" if model else ""
+    if size in ALL_TIERS:
+        raise InvalidParameter(
+            f"The parameter `size` specified in the request is not valid{of_model}: {size!r} is not one of its "
+            f"size tiers ({', '.join(limits.tiers)}).",
+            param="size",
+        )
     match = _EXPLICIT.match(size)
     if not match:
         raise InvalidParameter(
-            f"The parameter `size` specified in the request is not valid: {size!r}. "
-            "Use 1K, 2K, 4K or <width>x<height> such as 2048x2048.",
+            f"The parameter `size` specified in the request is not valid{of_model}: {size[:64]!r}. "
+            f"Use {', '.join(limits.tiers)} or <width>x<height> such as 2048x2048.",
             param="size",
         )
     width, height = int(match.group(1)), int(match.group(2))
     pixels = width * height
     if not limits.min_pixels <= pixels <= limits.max_pixels:
         raise InvalidParameter(
-            f"The parameter `size` specified in the request is not valid: {size} has {pixels} pixels; "
+            f"The parameter `size` specified in the request is not valid{of_model}: {size} has {pixels} pixels; "
             f"width x height must be within [{limits.min_pixels}, {limits.max_pixels}].",
             param="size",
         )
     ratio = width / height
     if not limits.min_ratio <= ratio <= limits.max_ratio:
         raise InvalidParameter(
-            f"The parameter `size` specified in the request is not valid: {size} has aspect ratio "
+            f"The parameter `size` specified in the request is not valid{of_model}: {size} has aspect ratio "
             f"{ratio:.6g}; width / height must be within [1/16, 16].",
             param="size",
         )
@@ -134,7 +161,7 @@ def delivered_size(
     ratio = ratio_from_prompt(prompt)
     if ratio is None and first_reference is not None:
         ratio = nearest_ratio(*first_reference)
-    return PRESETS[ratio or "1:1"][parsed]
+    return TIER_SIZES[ratio or "1:1"][parsed]
 
 
 def image_tokens(width: int, height: int) -> int:

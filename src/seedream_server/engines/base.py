@@ -17,7 +17,6 @@ from typing import Any
 from PIL import Image
 
 from ..errors import SeedreamError
-from ..sizes import SizeLimits
 
 #: pixels a decoded reference image is reduced to when an engine does not say what it uses
 DEFAULT_REFERENCE_PIXELS = 2048 * 2048
@@ -33,10 +32,10 @@ class ReferenceMode(StrEnum):
 
 @dataclass(frozen=True)
 class EngineCapabilities:
-    """What a model served by an engine accepts; the service validates requests against it."""
+    """What a model served by an engine accepts, beyond its Seedream profile (``profiles.py``, which owns
+    sizes and fields); the service validates requests against both."""
 
     max_references: int = 14
-    sizes: SizeLimits = field(default_factory=SizeLimits)  # the explicit WxH sizes it delivers
     reference_pixels: int = DEFAULT_REFERENCE_PIXELS  # references are decoded down to this many pixels
     references: ReferenceMode = ReferenceMode.DECODED
     plans_groups: bool = False  # the engine (its upstream) decides a group's images: the service does not plan
@@ -82,6 +81,18 @@ class ImageJob:
     fields: Mapping[str, Any] = field(default_factory=dict)
     watermark: bool = True
     response_format: str = "url"
+    layer_decomposition: bool = False  # a base image plus transparent layers (ImageResult.layer on each)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer of a layer decomposition: its place in the stack and on the canvas, and what it shows.
+    The base image is z_index 0; its layers (transparent PNGs of the canvas size) count up from 1."""
+
+    z_index: int
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels of the base image
+    name: str = ""
+    description: str = ""
 
 
 @dataclass
@@ -101,6 +112,7 @@ class ImageResult:
     b64_json: str | None = None  # passed through (no re-hosting)
     size: tuple[int, int] | None = None  # of a passed-through image
     upstream_request_id: str | None = None
+    layer: Layer | None = None  # set on every item of a layer decomposition (the base image too)
 
     @property
     def passthrough(self) -> bool:

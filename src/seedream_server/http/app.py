@@ -24,6 +24,7 @@ from ..metrics import Metrics
 from ..models import ModelRegistry, ServedModel
 from ..moderation import Moderation, load_image_check, load_words
 from ..planner import LLMPlanner, Planner, RulePlanner
+from ..profiles import DEFAULT_PROFILE, PROFILES, ProfileTable, apply_overrides
 from ..references import ReferenceDecoder, ReferencePolicy
 from ..service import ImageService
 from ..storage import LocalStorage, Storage, UrlSigner, load_or_create_secret
@@ -83,12 +84,17 @@ def _planner(settings: Settings) -> Planner:
 
 
 def _models(settings: Settings, metrics: Metrics, factories: dict[str, EngineFactory] | None) -> ModelRegistry:
+    profiles = ProfileTable(apply_overrides(PROFILES, list(settings.profile_overrides)))
     served = []
     for model in settings.models:
         engine = build_engine(model, factories)
         engine.add_progress_hook(_count_step(metrics, model.name))  # steps from engines feed a metric
         queue = ModelQueue(model.name, settings.max_concurrency, settings.max_queue)
-        served.append(ServedModel(model.name, engine, queue, model.aliases))
+        if model.profile:
+            profile = profiles.get(model.profile)
+        else:
+            profile = profiles.for_model(model.name, model.aliases) or profiles.get(DEFAULT_PROFILE)
+        served.append(ServedModel(model.name, engine, queue, model.aliases, profile))
     return ModelRegistry(served)
 
 

@@ -23,6 +23,7 @@ from ..errors import ClientDisconnected, EngineError, SeedreamError
 from ..events import Event, ImageDelivered, ImageFailed, JobAborted, JobCompleted, JobUsage
 from ..job import Job
 from ..protocol import (
+    BoundingBox,
     CompletedEvent,
     ErrorBody,
     ImageItem,
@@ -30,6 +31,8 @@ from ..protocol import (
     PartialFailedEvent,
     PartialSucceededEvent,
     StreamErrorEvent,
+    Tool,
+    ToolUsage,
     Usage,
 )
 from .errors import error_response
@@ -40,10 +43,43 @@ _T = TypeVar("_T")
 PING_S = 15  # SSE comment lines keep idle proxies from closing a stream that waits for a slow image
 
 
-def usage_of(usage: JobUsage) -> Usage:
+def usage_of(job: Job, usage: JobUsage) -> Usage:
     return Usage(
-        generated_images=usage.generated_images, output_tokens=usage.output_tokens, total_tokens=usage.output_tokens
+        generated_images=usage.generated_images,
+        output_tokens=usage.output_tokens,
+        total_tokens=usage.output_tokens,
+        input_images=len(job.request.images),
+        tool_usage=ToolUsage(web_search=job.web_searches) if job.request.tools else None,
     )
+
+
+def _layer_fields(event: ImageDelivered, width: int, height: int) -> dict[str, Any]:
+    """The layer-decomposition fields of an item (none for an ordinary image)."""
+    layer = event.layer
+    if layer is None:
+        return {}
+    x0, y0, x1, y1 = layer.box
+    box = BoundingBox(
+        absolute=[x0, y0, x1, y1],
+        normalized=[round(x0 / width, 6), round(y0 / height, 6), round(x1 / width, 6), round(y1 / height, 6)],
+    )
+    return {
+        "z_index": layer.z_index,
+        "bounding_box": box,
+        "name": layer.name,
+        "description": layer.description,
+        "output_format": event.output_format,
+    }
+
+
+def _item(job: Job, event: ImageDelivered) -> dict[str, Any]:
+    width, height = job.plan.width or event.width, job.plan.height or event.height
+    return {
+        "url": event.url,
+        "b64_json": event.b64_json,
+        "size": event.size,
+        **_layer_fields(event, width, height),
+    }
 
 
 def _failure(error: SeedreamError) -> ErrorBody:
@@ -67,7 +103,7 @@ async def collect(job: Job) -> ImagesResponse:
     async with contextlib.aclosing(job.events()) as events:
         async for event in events:
             if isinstance(event, ImageDelivered):
-                data.append(ImageItem(url=event.url, b64_json=event.b64_json, size=event.size))
+                data.append(ImageItem(**_item(job, event)))
             elif isinstance(event, ImageFailed | JobAborted):
                 first_failure = first_failure or event.error
                 data.append(ImageItem(error=_failure(event.error)))
@@ -76,22 +112,25 @@ async def collect(job: Job) -> ImagesResponse:
                 usage = event.usage
     if usage.generated_images == 0:
         raise first_failure or EngineError("No image was generated.")
-    return ImagesResponse(model=job.request.model, created=job.created, data=data, usage=usage_of(usage))
+    return ImagesResponse(
+        model=job.request.model,
+        created=job.created,
+        created_at=job.created,
+        data=data,
+        usage=usage_of(job, usage),
+        tools=[Tool(type=t) for t in job.request.tools] or None,  # type: ignore[arg-type]
+    )
 
 
 def _stream_event(job: Job, event: Event) -> ServerSentEvent:
-    base: dict[str, Any] = {"model": job.request.model, "created": job.created}
+    base: dict[str, Any] = {"model": job.request.model, "created": job.created, "created_at": job.created}
     if isinstance(event, ImageDelivered):
-        return _sse(
-            PartialSucceededEvent(
-                **base, image_index=event.index, url=event.url, b64_json=event.b64_json, size=event.size
-            )
-        )
+        return _sse(PartialSucceededEvent(**base, image_index=event.index, **_item(job, event)))
     if isinstance(event, ImageFailed):
         return _sse(PartialFailedEvent(**base, image_index=event.index, error=_failure(event.error)))
     if isinstance(event, JobAborted):
         return _error_event(event.error, job.request_id)
-    return _sse(CompletedEvent(**base, usage=usage_of(event.usage)))
+    return _sse(CompletedEvent(**base, usage=usage_of(job, event.usage)))
 
 
 async def stream(job: Job) -> AsyncIterator[ServerSentEvent]:

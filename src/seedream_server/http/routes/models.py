@@ -20,6 +20,8 @@ class ModelCard(BaseModel):
     aliases: list[str]
     max_references: int
     description: str
+    profile: str  # the Seedream profile the model answers by
+    size_tiers: list[str]
 
 
 class ModelList(BaseModel):
@@ -39,8 +41,10 @@ def models_router(models: ModelRegistry) -> APIRouter:
                 created=created,
                 engine=served.engine.kind,
                 aliases=list(served.aliases),
-                max_references=served.engine.capabilities.max_references,
+                max_references=min(served.engine.capabilities.max_references, served.profile.max_references),
                 description=served.engine.capabilities.description,
+                profile=served.profile.name,
+                size_tiers=list(served.profile.tiers),
             )
             for served in models
             if models.allows(key, served)
