@@ -169,6 +169,11 @@ class Settings:
         "Per-image check as 'package.module:attribute' (an ImageCheck class or factory); refused outputs "
         "become OutputImageSensitiveContentDetected items.",
     )
+    web_search: str = setting(
+        "",
+        'Web-search plug-in for tools: [{"type": "web_search"}] as \'package.module:attribute\' (a WebSearch class '
+        "or factory); without one the model does not search (tool_usage.web_search = 0).",
+    )
     planner_url: str = setting(
         "", "Base URL of an OpenAI-compatible chat API for the LLM group planner (off if empty)."
     )

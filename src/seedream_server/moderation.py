@@ -11,15 +11,16 @@
 
 from __future__ import annotations
 
-import importlib
 import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 from PIL import Image
 
 from .errors import SensitiveContentDetected
+from .plugins import load_plugin
 
 
 class ImageCheck(ABC):
@@ -45,16 +46,7 @@ def load_words(words: str = "", words_file: str = "") -> tuple[str, ...]:
 
 def load_image_check(spec: str) -> ImageCheck | None:
     """Import ``package.module:attribute``; the attribute is an ImageCheck class or factory."""
-    if not spec:
-        return None
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"image check {spec!r}: expected 'package.module:attribute'")
-    target = getattr(importlib.import_module(module_name), attribute)
-    check = target() if callable(target) and not isinstance(target, ImageCheck) else target
-    if not isinstance(check, ImageCheck):
-        raise ValueError(f"image check {spec!r} is not an ImageCheck")
-    return check
+    return cast(ImageCheck | None, load_plugin(spec, ImageCheck, "image check"))
 
 
 class Moderation:

@@ -22,6 +22,7 @@ import base64
 import logging
 import secrets
 import time
+from dataclasses import replace
 
 from .accounts import Accounts, ApiKey
 from .admission import PixelBudget
@@ -36,6 +37,7 @@ from .planner import Planner
 from .protocol import MAX_IMAGES_PER_REQUEST, MAX_SEED, GenerationRequest
 from .references import FetchedReference, ReferenceDecoder, ReferencePolicy, decoded_pixels, fetch_references
 from .sizes import delivered_size, parse_size
+from .websearch import WebSearch
 
 log = logging.getLogger("seedream_server.service")
 
@@ -55,6 +57,7 @@ class ImageService:
         decoder: ReferenceDecoder,
         pixel_budget: PixelBudget,
         moderation: Moderation | None = None,
+        web_search: WebSearch | None = None,
         max_prompt_chars: int = 4000,
     ) -> None:
         self.models = models
@@ -66,6 +69,7 @@ class ImageService:
         self.decoder = decoder
         self.pixel_budget = pixel_budget
         self.moderation = moderation or Moderation()
+        self.web_search = web_search
         self.max_prompt_chars = max_prompt_chars
         self._jobs = 0  # admitted jobs not yet settled
         self._idle = asyncio.Event()
@@ -108,13 +112,15 @@ class ImageService:
     async def prepare(self, job: Job) -> None:
         """Steps 3-5: references, plan, reservations. On a refusal the job settles (its ledger row gets the
         error's code) before the error propagates."""
-        request, served = job.request, job.served
         try:
             # 3. references: fetched concurrently, header-checked, kept compressed until the job runs
             await self._references(job)
-            # 4. plan: delivered size, image count, per-image prompts and seeds
+            # 4. plan (after a web search, which may rewrite the prompt): size, image count, prompts and seeds
+            if "web_search" in job.request.tools and self.web_search is not None:
+                found = await self.web_search.search(job.request.prompt)
+                job.request, job.web_searches = replace(job.request, prompt=found.prompt), found.searches
             started = time.perf_counter()
-            job.plan = await self._plan(request, job.parsed_size, job.references, served)
+            job.plan = await self._plan(job.request, job.parsed_size, job.references, job.served)
             self.metrics.stage_seconds.labels("plan").observe(time.perf_counter() - started)
             # 5. reserve the planned images against the key's window
             await job.reserve_images()

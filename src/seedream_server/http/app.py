@@ -28,6 +28,7 @@ from ..profiles import DEFAULT_PROFILE, PROFILES, ProfileTable, apply_overrides
 from ..references import ReferenceDecoder, ReferencePolicy
 from ..service import ImageService
 from ..storage import LocalStorage, Storage, UrlSigner, load_or_create_secret
+from ..websearch import load_web_search
 from .errors import RefusalRecorder, install_error_handlers
 from .middleware import AccessMiddleware, BodyLimitMiddleware, ClientTimeoutMiddleware, ContextMiddleware
 from .openapi import install_openapi
@@ -138,6 +139,7 @@ def build_parts(settings: Settings, engine_factories: dict[str, EngineFactory] |
             load_words(settings.moderation_words, settings.moderation_words_file),
             load_image_check(settings.moderation_image_check),
         ),
+        web_search=load_web_search(settings.web_search),
         max_prompt_chars=settings.max_prompt_chars,
     )
     return Parts(settings, storage, metrics, models, accounts, decoder, service, Lifecycle())
@@ -172,6 +174,8 @@ async def lifespan(parts: Parts) -> AsyncIterator[None]:
         await parts.decoder.aclose()
         await parts.storage.aclose()
         await parts.service.planner.aclose()
+        if parts.service.web_search is not None:
+            await parts.service.web_search.aclose()
         await accounts.aclose()
 
 
