@@ -32,10 +32,12 @@ def option(
     shown: str | None = None,
     rule: str = "",
     check: Check | None = None,
+    secret: bool = False,
 ) -> Any:
-    """A field of :class:`UpstreamOptions` with its documentation, its check and the engines that take it."""
+    """A field of :class:`UpstreamOptions` with its documentation, its check and the engines that take it
+    (``secret``: left out of the ``repr``)."""
     meta = {"help": help, "engines": engines, "shown": shown, "rule": rule, "check": check}
-    return field(default=default, metadata=meta)
+    return field(default=default, metadata=meta, repr=not secret)
 
 
 def _url(value: Any) -> bool:
@@ -84,6 +86,7 @@ class UpstreamOptions:
         shown="[]",
         rule="a list of non-empty strings",
         check=_keys,
+        secret=True,
     )
     upstream_model: str = option(
         "", "The model name sent upstream.", shown="name", rule="a non-empty string", check=lambda v: bool(v.strip())
@@ -118,8 +121,9 @@ class UpstreamOptions:
     )
     extensions: bool = option(
         True,
-        "Send seed and watermark=false (vLLM-Omni, SGLang Diffusion, seedream-server take them); false for "
-        "servers that refuse unknown fields, such as OpenAI's own.",
+        "Send seed and watermark (false when re-hosting: this server draws its own) besides OpenAI's fields "
+        "(vLLM-Omni, SGLang Diffusion, seedream-server take them); false for servers that refuse unknown "
+        "fields, such as OpenAI's own.",
         engines=("openai",),
     )
 

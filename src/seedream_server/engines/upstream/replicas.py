@@ -58,11 +58,11 @@ class ReplicaSet:
         call already tried); when none is healthy, the one that comes back first."""
         now = self._clock()
         tried = {id(r) for r in exclude}
-        fresh = [r for r in self.replicas if id(r) not in tried] or self.replicas
-        healthy = [r for r in fresh if r.down_until <= now]
+        healthy = [r for r in self.replicas if r.down_until <= now]
         if not healthy:
-            return min(fresh, key=lambda r: r.down_until)
-        return min(healthy, key=lambda r: (r.in_flight, r.last_used))
+            return min(self.replicas, key=lambda r: r.down_until)
+        fresh = [r for r in healthy if id(r) not in tried] or healthy
+        return min(fresh, key=lambda r: (r.in_flight, r.last_used))
 
     def healthy_others(self, replica: Replica) -> bool:
         """Whether another replica than ``replica`` is healthy now (a failed call can move there at once)."""
