@@ -89,6 +89,23 @@ class Settings:
     )
     retention_hours: float = setting(24.0, "How long generated images and their links stay valid.", positive=True)
     sweep_interval_s: float = setting(600.0, "How often the sweeper deletes images past retention.", positive=True)
+    storage: str = setting(
+        "",
+        "Where images are stored: empty for DATA_DIR/images, or s3://BUCKET/PREFIX for an S3-compatible bucket "
+        "(credentials from the standard AWS chain).",
+    )
+    s3_endpoint_url: str = setting("", "Endpoint of an S3-compatible store (MinIO, R2, OSS, TOS, Ceph); empty for AWS.")
+    s3_url_mode: str = setting(
+        "presigned",
+        "How url responses point at S3 images: presigned (GET URLs of the bucket) or proxy (this server's signed "
+        "/files links, streamed from the bucket, for buckets clients cannot reach).",
+    )
+    url_ttl: float = setting(24.0, "How long returned image links stay valid, in hours.", positive=True)
+    ray_address: str = setting(
+        "",
+        'Ray cluster for models with executor = "ray": auto, ray://host:10001, or empty for a local Ray started '
+        "on demand.",
+    )
     signing_secret: str = setting(
         "", "HMAC secret for file links, at least 32 bytes; default: generated once into DATA_DIR/secret.key."
     )
