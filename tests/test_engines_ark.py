@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import openai
 import pytest
 from volcenginesdkarkruntime import Ark
 from volcenginesdkarkruntime.types.images.images import SequentialImageGenerationOptions
@@ -138,6 +139,30 @@ def test_three_references_reach_the_upstream_as_sent(via: Ark, direct: Ark, imag
     assert np.array_equal(b64_pixels(b64_of(relayed)), b64_pixels(b64_of(straight)))
     fewer = direct.images.generate(model=MODEL, image=refs[:2], **args)  # every reference counts
     assert np.abs(b64_pixels(b64_of(fewer)) - b64_pixels(b64_of(relayed))).mean() > 1.0
+
+
+def test_uploads_to_edits_are_forwarded_as_data_uris(gw: LiveServer, direct: Ark) -> None:
+    png, jpeg = encode(solid((64, 64), (250, 250, 250)), "PNG"), encode(solid((80, 60), (10, 200, 10)), "JPEG")
+    oai = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="test", timeout=120, max_retries=0)
+    relayed = oai.images.edit(
+        model="ark-direct",
+        image=[("a.png", png, "image/png"), ("b.jpg", jpeg, "image/jpeg")],
+        prompt="merge these",
+        size="1024x1024",
+        response_format="b64_json",
+        extra_body={"seed": 6},
+    )
+    oai.close()
+    straight = direct.images.generate(
+        model=MODEL,
+        image=[data_uri(png, "png"), data_uri(jpeg, "jpeg")],
+        prompt="merge these",
+        size="1024x1024",
+        response_format="b64_json",
+        seed=6,
+    )
+    assert relayed.data is not None and isinstance(relayed.data[0].b64_json, str)
+    assert np.array_equal(b64_pixels(relayed.data[0].b64_json), b64_pixels(b64_of(straight)))
 
 
 # --- groups: Ark plans them; streamed image by image ----------------------------------------------------
