@@ -27,6 +27,7 @@ from seedream_server.protocol import (
     ImageGenerationRequest,
     OptimizePromptOptions,
     SequentialImageGenerationOptions,
+    Tool,
     edit_form_to_request,
     to_generation_request,
     translate_validation_error,
@@ -37,6 +38,7 @@ FUZZ = settings(max_examples=300, deadline=None, database=None)
 NESTED: dict[str, type[BaseModel]] = {
     "sequential_image_generation_options": SequentialImageGenerationOptions,
     "optimize_prompt_options": OptimizePromptOptions,
+    "tools": Tool,
 }
 FIELDS = sorted(ImageGenerationRequest.model_fields)
 #: every name an error may give as its param: the fields, and the fields of the nested options
