@@ -37,7 +37,7 @@ async def test_planner_is_abstract_and_aclose_is_optional() -> None:
         Planner()  # type: ignore[abstract]
 
     class Fixed(Planner):
-        async def plan(self, prompt: str, max_images: int) -> GroupPlan:
+        async def plan(self, prompt: str, max_images: int, *, thinking: str | None = None) -> GroupPlan:
             return GroupPlan((prompt,) * max_images, "fixed")
 
     planner = Fixed()

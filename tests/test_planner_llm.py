@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from seedream_server.planner import GroupPlan, LLMPlanner, Planner, plan_group
-from seedream_server.planner.llm import parse_prompts
+from seedream_server.planner.llm import CAREFUL_SUFFIX, SHORT_SYSTEM_PROMPT, SYSTEM_PROMPT, parse_prompts
 
 SEED_PROMPT = "生成3张女孩和奶牛玩偶在游乐园开心地坐过山车的图片,涵盖早晨、中午、晚上"
 
@@ -65,6 +65,9 @@ def chat_server() -> Iterator[FakeChatServer]:
                 self._send(200, _chat_reply(fenced))
             elif mode == "toomany":
                 self._send(200, _chat_reply(json.dumps({"prompts": [f"p{i}" for i in range(20)]})))
+            elif mode == "counted":
+                counted = ["生成3张狐狸的图片，早晨", "a set of four stickers of a fox, noon"]
+                self._send(200, _chat_reply(json.dumps({"prompts": counted}, ensure_ascii=False)))
             elif mode == "single":
                 self._send(200, _chat_reply(json.dumps({"prompts": ["rewritten"]})))
             elif mode == "garbage":
@@ -137,6 +140,88 @@ async def test_llm_planner_uses_the_reply(chat_server: FakeChatServer, client: h
     assert not client.is_closed, "an injected client belongs to the caller"
 
 
+def _system(request: dict[str, Any]) -> str:
+    messages = request["body"]["messages"]
+    assert messages[0]["role"] == "system"
+    return str(messages[0]["content"])
+
+
+@pytest.mark.parametrize(
+    ("thinking", "system"),
+    [
+        (None, SYSTEM_PROMPT),
+        ("auto", SYSTEM_PROMPT),
+        ("enabled", SYSTEM_PROMPT + "\n" + CAREFUL_SUFFIX),
+        ("disabled", SHORT_SYSTEM_PROMPT),
+    ],
+)
+async def test_llm_planner_asks_by_thinking(
+    thinking: str | None, system: str, chat_server: FakeChatServer, client: httpx.AsyncClient
+) -> None:
+    """optimize_prompt_options.thinking picks the system prompt; the user message and reply stay the same."""
+    planner = LLMPlanner(chat_server.url("good"), "m", client=client)
+    plan = await planner.plan("a fox through the day", 15, thinking=thinking)
+    assert plan.prompts == tuple(GOOD_PROMPTS)
+    request = chat_server.requests[-1]
+    assert _system(request) == system
+    assert "thinking" not in request["body"], "no reasoning field unless the planner is told to send it"
+    user = json.loads(request["body"]["messages"][-1]["content"])
+    assert user == {"prompt": "a fox through the day", "max_images": 15}
+
+
+async def test_llm_planner_thinking_modes_differ(chat_server: FakeChatServer, client: httpx.AsyncClient) -> None:
+    planner = LLMPlanner(chat_server.url("good"), "m", client=client)
+    systems = {}
+    for thinking in ("disabled", "auto", "enabled"):
+        await planner.plan("x", 15, thinking=thinking)
+        systems[thinking] = _system(chat_server.requests[-1])
+    assert len(systems["disabled"]) < len(systems["auto"]) < len(systems["enabled"])
+    assert "carefully" in systems["enabled"] and "carefully" not in systems["auto"]
+
+
+@pytest.mark.parametrize("thinking", [None, "auto", "enabled", "disabled"])
+async def test_llm_planner_sends_the_ark_thinking_field_when_asked(
+    thinking: str | None, chat_server: FakeChatServer, client: httpx.AsyncClient
+) -> None:
+    planner = LLMPlanner(chat_server.url("good"), "m", client=client, thinking_field=True)
+    await planner.plan("x", 15, thinking=thinking)
+    assert chat_server.requests[-1]["body"]["thinking"] == {"type": thinking or "auto"}
+
+
+async def test_llm_planner_rejects_an_unknown_thinking_mode(
+    chat_server: FakeChatServer, client: httpx.AsyncClient
+) -> None:
+    planner = LLMPlanner(chat_server.url("good"), "m", client=client)
+    sent = len(chat_server.requests)
+    with pytest.raises(ValueError, match="thinking"):
+        await planner.plan("x", 15, thinking="maybe")
+    assert len(chat_server.requests) == sent
+
+
+async def test_llm_planner_fallback_gets_the_thinking_mode(client: httpx.AsyncClient) -> None:
+    seen: list[str | None] = []
+
+    class Recording(Planner):
+        async def plan(self, prompt: str, max_images: int, *, thinking: str | None = None) -> GroupPlan:
+            seen.append(thinking)
+            return GroupPlan((prompt,), "recorded")
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    planner = LLMPlanner(f"http://127.0.0.1:{port}", "m", client=client, fallback=Recording())
+    assert (await planner.plan("x", 15, thinking="disabled")).reason == "recorded"
+    assert seen == ["disabled"]
+
+
+async def test_llm_planner_drops_count_words_the_model_kept(
+    chat_server: FakeChatServer, client: httpx.AsyncClient
+) -> None:
+    planner = LLMPlanner(chat_server.url("counted"), "m", client=client)
+    plan = await planner.plan("狐狸", 15)
+    assert plan.prompts == ("生成狐狸的图片，早晨", "a sticker of a fox, noon")
+
+
 async def test_llm_planner_without_key_sends_no_auth(chat_server: FakeChatServer, client: httpx.AsyncClient) -> None:
     planner = LLMPlanner(chat_server.url("fenced"), "m", client=client, json_mode=False)
     plan = await planner.plan("两只狐狸", 15)
@@ -190,7 +275,7 @@ async def test_llm_planner_falls_back_when_nothing_listens(client: httpx.AsyncCl
 
 async def test_llm_planner_uses_a_custom_fallback(client: httpx.AsyncClient) -> None:
     class Fixed(Planner):
-        async def plan(self, prompt: str, max_images: int) -> GroupPlan:
+        async def plan(self, prompt: str, max_images: int, *, thinking: str | None = None) -> GroupPlan:
             return GroupPlan(("fixed",), "fixed")
 
     with socket.socket() as sock:
@@ -226,12 +311,13 @@ async def test_server_uses_the_llm_planner_when_configured(chat_server: FakeChat
     from seedream_server.http import create_app
 
     base = load_settings(overrides={"data_dir": str(tmp_path / "data"), "auth": False}, environ={})
-    body = {
+    body: dict[str, Any] = {
         "model": "doubao-seedream-4-0-250828",
         "prompt": "a fox in a forest",
         "size": "1280x720",
         "sequential_image_generation": "auto",
         "response_format": "b64_json",
+        "optimize_prompt_options": {"thinking": "disabled"},
     }
     for mode, expected in (("good", len(GOOD_PROMPTS)), ("error", 1)):
         settings = replace(base, planner_url=chat_server.url(mode), planner_model="planner-test")
@@ -244,6 +330,8 @@ async def test_server_uses_the_llm_planner_when_configured(chat_server: FakeChat
         assert r.json()["usage"]["generated_images"] == expected
     sent = [req for req in chat_server.requests if req["body"].get("model") == "planner-test"]
     assert sent and "a fox in a forest" in json.dumps(sent[0]["body"], ensure_ascii=False)
+    # the request's optimize_prompt_options.thinking reached the planner
+    assert _system(sent[0]) == SHORT_SYSTEM_PROMPT
 
 
 @pytest.mark.parametrize(

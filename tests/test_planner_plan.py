@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -147,19 +148,19 @@ def test_plan_group_table(prompt: str, count: int, variants: tuple[str, ...] | N
     assert len(set(plan.prompts)) == count, "per-image prompts must be distinct"
     sep = "，" if any("\u4e00" <= ch <= "\u9fff" for ch in prompt) else ", "
     if variants is not None:
+        # each image names its own variant (in place of the list, or after the shared description)
         for image_prompt, variant in zip(plan.prompts, variants, strict=True):
-            assert image_prompt.endswith(variant), (image_prompt, variant)
-            head = image_prompt[: -len(variant)]
-            assert head == "" or head.endswith(sep), image_prompt
+            assert variant in image_prompt, (image_prompt, variant)
     else:
+        # each image is numbered by its place in the group, never with the total
         for i, image_prompt in enumerate(plan.prompts, start=1):
-            numbering = f"第{i}张/共{count}张" if sep == "，" else f"image {i} of {count}"
+            numbering = f"第{i}张" if sep == "，" else f"image {i}"
             assert image_prompt.endswith(sep + numbering), image_prompt
 
 
 def test_seed_example_gives_exactly_morning_noon_night() -> None:
     plan = plan_group(SEED_PROMPT, 3)
-    base = "生成3张女孩和奶牛玩偶在游乐园开心地坐过山车的图片"
+    base = "生成女孩和奶牛玩偶在游乐园开心地坐过山车的图片"
     assert plan.prompts == (f"{base}，早晨", f"{base}，中午", f"{base}，晚上")
     assert plan.reason == "explicit count 3"
     # the same with full-width punctuation
@@ -171,10 +172,10 @@ def test_count_beats_enumeration_and_pads_with_numbers() -> None:
     assert plan.count == 5
     assert len(set(plan.prompts)) == 5
     assert [p.split("，")[1] for p in plan.prompts] == ["早晨", "中午", "晚上", "早晨", "中午"]
-    assert plan.prompts[3].endswith("第4张/共5张")
+    assert plan.prompts[3] == "生成图片，早晨，第4张"
     english = plan_group("5 images of a street in the morning, noon and night", 15)
     assert english.count == 5
-    assert english.prompts[4].endswith(", noon, image 5 of 5")
+    assert english.prompts[4] == "an image of a street in the noon, image 5"
 
 
 @pytest.mark.parametrize("cap", range(1, 16))
@@ -184,7 +185,7 @@ def test_max_images_caps(cap: int) -> None:
     if cap == 1:
         assert plan.prompts == ("生成15张小狗的照片",)
     else:
-        assert plan.prompts[-1].endswith(f"第{cap}张/共{cap}张")
+        assert plan.prompts[-1] == f"生成小狗的照片，第{cap}张"
         assert "capped" in plan.reason or cap == 15
 
 
@@ -241,8 +242,8 @@ def test_single_and_empty_prompts_are_unchanged() -> None:
 @pytest.mark.parametrize(
     ("prompt", "asked", "last_of_four"),
     [
-        ("生成6张小狗在草地上奔跑的照片", 6, "第4张/共4张"),
-        ("Generate 6 images of a lighthouse at dusk", 6, "image 4 of 4"),
+        ("生成6张小狗在草地上奔跑的照片", 6, "生成小狗在草地上奔跑的照片，第4张"),
+        ("Generate 6 images of a lighthouse at dusk", 6, "Generate an image of a lighthouse at dusk, image 4"),
     ],
 )
 async def test_rule_planner_wraps_plan_group(prompt: str, asked: int, last_of_four: str) -> None:
@@ -255,9 +256,110 @@ async def test_rule_planner_wraps_plan_group(prompt: str, asked: int, last_of_fo
     capped = await planner.plan(prompt, 4)
     assert capped.prompts == plan_group(prompt, 4).prompts
     assert capped.count == 4
-    assert capped.prompts[-1].endswith(last_of_four)
+    assert capped.prompts[-1] == last_of_four
     assert capped.reason == f"explicit count {asked}, capped at 4"
     assert (await planner.plan(prompt, 1)).prompts == (prompt,)
     with pytest.raises(ValueError, match="max_images"):
         await planner.plan(prompt, MAX_GROUP_IMAGES + 1)
     await planner.aclose()
+
+
+# --- per-image wording: one image's prompt must not ask a real model for a group -------------
+
+# Words that ask for several images (or several panels inside one image), checked outside quotes.
+_GROUP_WORDS = re.compile(
+    r"(?<![第每\d])(?:\d{1,2}|[两二三四五六七八九十]{1,3})\s*(?:张|幅|宫格|格|款|组|连拍|帧|个(?:画面|场景|镜头|表情|版本)"
+    r"|种(?:风格|配色|版本))"
+    r"|共\s*(?:\d|[两二三四五六七八九十])|一组|一系列|系列|组图|套图|分镜|故事板|连环画(?!风)|表情包|多张|多幅|几张|几幅"
+    r"|\b(?:two|three|four|five|six|seven|eight|nine|ten|twelve|\d{1,2})[\s-]+(?:\w+\s+){0,2}"
+    r"(?:images?|pictures?|photos?|panels?|frames?|illustrations?|posters?|stickers?|designs?|versions?|shots?)\b"
+    r"|\b(?:images|pictures|photos|panels|frames|illustrations|posters|stickers|designs|versions|variations"
+    r"|portraits|landscapes|scenes)\b|\b(?:set|series|sequence|collection|grid|pack|batch) of\b"
+    r"|\bstoryboards?\b|\b(?:diptych|triptych)\b|\bof \d{1,2}\b|\bfor each\b|每个季节",
+    re.IGNORECASE,
+)
+_QUOTED = re.compile(r"“[^”]*”|\"[^\"]*\"")
+
+# (prompt, count, the first image's prompt): the form, in both languages
+WORDING: list[tuple[str, int, str]] = [
+    (SEED_PROMPT, 3, "生成女孩和奶牛玩偶在游乐园开心地坐过山车的图片，早晨"),
+    ("生成3张可爱小狗的图片", 3, "生成可爱小狗的图片，第1张"),
+    ("四格漫画：小猫钓鱼", 4, "单格漫画：小猫钓鱼，第1张"),
+    ("九宫格头像，同一个女孩", 9, "头像，同一个女孩，第1张"),
+    ("早晨、中午、晚上的城市天际线", 3, "早晨的城市天际线"),
+    ("生成一组表情包：开心、难过、生气、惊讶", 4, "生成表情，开心"),
+    ("一组分镜，讲述小猫的一天", DEFAULT_SERIES_COUNT, "镜头画面，讲述小猫的一天，第1张"),
+    ("用连环画讲述龟兔赛跑的故事", DEFAULT_SERIES_COUNT, "用连环画风格的单幅画面讲述龟兔赛跑的故事，第1张"),
+    ("从不同角度拍摄一辆车，生成4张", 4, "从一个角度拍摄一辆车，第1张"),
+    ("每个季节一张，一棵树：春、夏、秋、冬", 4, "一棵树，春"),
+    ("生成4张一棵树的四季", 4, "生成一棵树的春天"),
+    ("生成3张海报，写着“三张海报”", 3, "生成海报，写着“三张海报”，第1张"),
+    ("a set of four stickers of a cat", 4, "a sticker of a cat, image 1"),
+    ("Generate 4 images of a lighthouse", 4, "Generate an image of a lighthouse, image 1"),
+    ("Four different pictures of a cat in 4K", 4, "A picture of a cat in 4K, image 1"),
+    ("a 4-panel comic about a cat", 4, "a single-panel comic about a cat, image 1"),
+    ("A storyboard with 6 frames showing a chef cooking", 6, "A scene showing a chef cooking, image 1"),
+    ("a story told in 4 panels about a frog", 4, "a story told about a frog, image 1"),
+    ("A tree in spring, summer, autumn and winter", 4, "A tree in spring"),
+    ("one image for each season: spring, summer, autumn, winter", 4, "spring"),
+    ("Create variations of this logo", DEFAULT_SERIES_COUNT, "Create a variation of this logo, image 1"),
+    ("a 2x2 grid of cat portraits", 4, "a cat portrait, image 1"),
+    ("a series of 4 scenes showing a seed growing", 4, "a scene showing a seed growing, image 1"),
+    ("3 images of apples, bananas and oranges", 3, "an image of apples"),
+    ('Generate 3 posters with the text "3 POSTERS"', 3, 'Generate a poster with the text "3 POSTERS", image 1'),
+]
+
+
+def test_the_group_word_detector_sees_the_group_words() -> None:
+    for prompt in [
+        "生成3张猫",
+        "三幅",
+        "两张",
+        "四格漫画",
+        "一组写真",
+        "分镜",
+        "a set of four",
+        "4 images",
+        "a series of 6",
+    ]:
+        assert _GROUP_WORDS.search(prompt), prompt
+    for prompt in ["第3张", "一只猫", "image 3", "a picture of a cat", "two cats", "3D"]:
+        assert not _GROUP_WORDS.search(prompt), prompt
+
+
+@pytest.mark.parametrize(("prompt", "count", "first"), WORDING, ids=[w[0][:40] for w in WORDING])
+def test_per_image_prompt_form(prompt: str, count: int, first: str) -> None:
+    plan = plan_group(prompt, 15)
+    assert plan.count == count
+    assert plan.prompts[0] == first
+
+
+GROUP_CASES = [(p, c, v) for p, c, v in CASES if c > 1] + [(p, c, None) for p, c, _ in WORDING]
+
+
+@pytest.mark.parametrize(("prompt", "count", "variants"), GROUP_CASES, ids=[g[0][:40] for g in GROUP_CASES])
+def test_per_image_prompts_carry_no_count_words(prompt: str, count: int, variants: tuple[str, ...] | None) -> None:
+    """No image of a group asks for several images: no count or series word, no other variants."""
+    plan = plan_group(prompt, 15)
+    assert plan.count == count
+    for i, image_prompt in enumerate(plan.prompts):
+        assert image_prompt.strip(), plan
+        found = _GROUP_WORDS.search(_QUOTED.sub("", image_prompt))
+        assert found is None, (image_prompt, found and found[0])
+        # read again by the planner, each image's prompt is one image
+        assert plan_group(image_prompt, 15).count == 1, image_prompt
+        if variants is not None:
+            own = variants[i % len(variants)]
+            others = [v for v in variants if v not in own and own not in v]
+            assert not [v for v in others if v in image_prompt], (image_prompt, others)
+
+
+def test_per_image_prompts_stay_in_the_users_script() -> None:
+    """A Chinese group's images are worded in Chinese, an English group's in English."""
+    for prompt, count, _ in CASES:
+        plan = plan_group(prompt, 15)
+        if count == 1:
+            continue
+        chinese = any("\u4e00" <= ch <= "\u9fff" for ch in prompt)
+        for image_prompt in plan.prompts:
+            assert any("\u4e00" <= ch <= "\u9fff" for ch in image_prompt) == chinese or image_prompt.isascii()

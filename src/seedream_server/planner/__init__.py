@@ -20,24 +20,31 @@ each image's own prompt be? Its modules:
 
   When a count and an enumeration both appear the count decides the number and the enumeration
   gives each image its variant (cycled, then numbered, when there are fewer variants than images).
+  Each image's own prompt is worded for ONE image (:mod:`.wording`): the group's count and series
+  words go ("生成3张…" -> "生成…", "a set of four stickers" -> "a sticker"), the variant takes the
+  list's place or follows the shared description, and images without a variant are numbered by
+  their place only ("第2张", "image 2"), never with the total ("共4张", "of 4" ask for a group).
+* :mod:`.wording` -- that rewrite of the shared description for one image.
 * :mod:`.rules` -- the tables those rules read, as data (number words, image nouns, stop words,
   series words, triggers, list markers) and the numeric limits they tune by.
 * :mod:`.llm` -- :class:`LLMPlanner`: any OpenAI-compatible chat endpoint, falling back to the rules
-  on any failure.
+  on any failure; the request's ``optimize_prompt_options.thinking`` chooses how carefully it asks.
 """
 
 from __future__ import annotations
 
-from .base import MAX_GROUP_IMAGES, GroupPlan, Planner
+from .base import MAX_GROUP_IMAGES, THINKING_MODES, GroupPlan, Planner, Thinking
 from .llm import LLMPlanner
 from .plan import DEFAULT_SERIES_COUNT, RulePlanner, plan_group
 
 __all__ = [
     "DEFAULT_SERIES_COUNT",
     "MAX_GROUP_IMAGES",
+    "THINKING_MODES",
     "GroupPlan",
     "LLMPlanner",
     "Planner",
     "RulePlanner",
+    "Thinking",
     "plan_group",
 ]

@@ -35,6 +35,7 @@ class ItemList:
     rank: ListRank
     start: int
     cut: tuple[int, int] | None = None  # span to drop from the base prompt, if the list is removable
+    span: tuple[int, int] | None = None  # where a fixed phrase ("春夏秋冬") names the items
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,7 +361,7 @@ def en_lists(text: str) -> list[ItemList]:
 def canonical_lists(text: str) -> list[ItemList]:
     """Fixed phrases that name their items ("春夏秋冬", "four seasons")."""
     return [
-        ItemList(items, strength, ListRank.CANONICAL, m.start())
+        ItemList(items, strength, ListRank.CANONICAL, m.start(), span=m.span())
         for pattern, items, strength in rules.CANONICAL
         for m in pattern.finditer(text)
     ]
