@@ -185,7 +185,7 @@ class ImageService:
         if request.sequential and served.engine.capabilities.plans_groups:
             prompts, reason = (request.prompt,) * cap, f"planned by the engine, at most {cap}"
         elif request.sequential:
-            plan = await self.planner.plan(request.prompt, cap)
+            plan = await self.planner.plan(request.prompt, cap, thinking=request.thinking)
             prompts, reason = plan.prompts, plan.reason
         else:
             prompts, reason = (request.prompt,) * request.n, "disabled" if request.n == 1 else f"n={request.n}"
