@@ -154,6 +154,7 @@ class Job:
             fields=request.fields,
             watermark=request.watermark,
             response_format=request.response_format,
+            layer_decomposition=request.layer_decomposition,
         )
 
     async def events(self) -> AsyncGenerator[Event, None]:
@@ -183,7 +184,7 @@ class Job:
             else:
                 await self.service.moderation.check_output(result.image, self._prompt_of(result.index))
                 spec = self._delivery(drawn=result.watermarked)
-                event = await self.service.deliverer.deliver(spec, result.index, result.image)
+                event = await self.service.deliverer.deliver(spec, result.index, result.image, result.layer)
         except SensitiveContentDetected as refused:
             return self._image_failed(result.index, refused)
         except Exception as exc:  # an image check, encoder or storage failed: stop the group

@@ -3,7 +3,8 @@
 This module owns the pixels of a generated image between the engine and storage
 (SPEC §3 "output is exactly W×H", SPEC §8 "Watermark and provenance"):
 
-* :func:`resize_to` — exact output size, cover-crop centred, never distorted.
+* :func:`resize_to` — exact output size, cover-crop centred, never distorted (RGBA kept for layers);
+  :func:`resize_box` maps a box in the source to the resized image.
 * :func:`add_watermark` — the visible "AI生成" mark, bottom-right, scaled to the image and legible
   on light and dark content, drawn with the OFL-licensed CJK font subset shipped in
   ``seedream_server/assets/fonts/`` (see ``OFL.txt`` there and ``scripts/build_font.py``).
@@ -37,6 +38,7 @@ __all__ = [
     "add_watermark",
     "encode_image",
     "read_provenance",
+    "resize_box",
     "resize_to",
 ]
 
@@ -69,12 +71,27 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def resize_to(image: Image.Image, width: int, height: int) -> Image.Image:
-    """Return an RGB image of exactly ``width`` x ``height``.
+def _cover_box(src_w: int, src_h: int, width: int, height: int) -> tuple[float, float, float, float]:
+    """The largest centred box of a ``src_w`` x ``src_h`` image with the aspect of ``width`` x ``height``:
+    left, top, box width, box height."""
+    if src_w * height > width * src_h:  # source is wider: crop left and right
+        box_w, box_h = src_h * width / height, float(src_h)
+    else:  # source is taller (or same aspect): crop top and bottom
+        box_w, box_h = float(src_w), src_w * height / width
+    return (src_w - box_w) / 2, (src_h - box_h) / 2, box_w, box_h
+
+
+def _to_rgba(image: Image.Image) -> Image.Image:
+    return image if image.mode == "RGBA" else image.convert("RGBA")
+
+
+def resize_to(image: Image.Image, width: int, height: int, *, keep_alpha: bool = False) -> Image.Image:
+    """Return an RGB image (RGBA with ``keep_alpha``) of exactly ``width`` x ``height``.
 
     When the aspect ratio differs, the image is scaled to cover the target and centre-cropped
     (never stretched). The crop and the scale are one resampling pass: LANCZOS when downscaling,
-    BICUBIC when upscaling. The same object is returned when it is already RGB and the right size.
+    BICUBIC when upscaling (Pillow resamples RGBA with premultiplied alpha, so transparent pixels do
+    not bleed colour). The same object is returned when it is already in the mode and the right size.
 
     Raises:
         ValueError: ``width`` or ``height`` is not positive.
@@ -84,19 +101,32 @@ def resize_to(image: Image.Image, width: int, height: int) -> Image.Image:
     src_w, src_h = image.size
     if src_w <= 0 or src_h <= 0:
         raise ValueError(f"source image is empty ({src_w}x{src_h})")
-    rgb = _to_rgb(image)
+    converted = _to_rgba(image) if keep_alpha else _to_rgb(image)
     if (src_w, src_h) == (width, height):
-        return rgb
-    # The largest centred source box with the target's aspect ratio.
-    if src_w * height > width * src_h:  # source is wider: crop left and right
-        box_w, box_h = src_h * width / height, float(src_h)
-    else:  # source is taller (or same aspect): crop top and bottom
-        box_w, box_h = float(src_w), src_w * height / width
-    left = (src_w - box_w) / 2
-    top = (src_h - box_h) / 2
+        return converted
+    left, top, box_w, box_h = _cover_box(src_w, src_h, width, height)
     downscaling = width < box_w or height < box_h
     resample = Image.Resampling.LANCZOS if downscaling else Image.Resampling.BICUBIC
-    return rgb.resize((width, height), resample, box=(left, top, left + box_w, top + box_h))
+    return converted.resize((width, height), resample, box=(left, top, left + box_w, top + box_h))
+
+
+def resize_box(
+    box: tuple[int, int, int, int], source: tuple[int, int], width: int, height: int
+) -> tuple[int, int, int, int]:
+    """Where ``box`` (x0, y0, x1, y1 in pixels of a ``source``-sized image) lands after
+    :func:`resize_to` to ``width`` x ``height``: scaled, shifted by the crop, rounded outwards and clamped
+    to the target (a box wholly cropped away becomes empty, x0 == x1 or y0 == y1)."""
+    src_w, src_h = source
+    if (src_w, src_h) == (width, height):
+        x0, y0, x1, y1 = box
+    else:
+        left, top, box_w, box_h = _cover_box(src_w, src_h, width, height)
+        sx, sy = width / box_w, height / box_h
+        x0, x1 = math.floor((box[0] - left) * sx), math.ceil((box[2] - left) * sx)
+        y0, y1 = math.floor((box[1] - top) * sy), math.ceil((box[3] - top) * sy)
+    x0, x1 = min(max(x0, 0), width), min(max(x1, 0), width)
+    y0, y1 = min(max(y0, 0), height), min(max(y1, 0), height)
+    return x0, y0, max(x0, x1), max(y0, y1)
 
 
 # --- watermark --------------------------------------------------------------------------------

@@ -41,6 +41,11 @@ from .websearch import WebSearch
 
 log = logging.getLogger("seedream_server.service")
 
+#: layers a layer decomposition may return besides its base image. Its plan has 1 + MAX_LAYERS tasks (all the
+#: request's prompt): the images-per-minute reservation covers the most it may deliver and settles to what it
+#: did; engines read tasks[0] and return the base (index 0) and at most len(tasks) - 1 layers.
+MAX_LAYERS = 16
+
 
 class ImageService:
     """Owns the request pipeline and the objects its jobs share; one instance per app."""
@@ -182,7 +187,9 @@ class ImageService:
         first = (references[0].width, references[0].height) if references else None
         width, height = delivered_size(parsed_size, request.prompt, first)
         cap = min(request.max_images, MAX_IMAGES_PER_REQUEST - len(request.images))
-        if request.sequential and served.engine.capabilities.plans_groups:
+        if request.layer_decomposition:  # one image decomposed: a base and at most MAX_LAYERS layers
+            prompts, reason = (request.prompt,) * (1 + MAX_LAYERS), f"layer decomposition, at most {MAX_LAYERS} layers"
+        elif request.sequential and served.engine.capabilities.plans_groups:
             prompts, reason = (request.prompt,) * cap, f"planned by the engine, at most {cap}"
         elif request.sequential:
             plan = await self.planner.plan(request.prompt, cap, thinking=request.thinking)

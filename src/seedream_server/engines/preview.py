@@ -6,24 +6,34 @@ with shapes and a label. What drives it:
 * the group (base prompt + request seed) picks the palette and the layout, so a group is a visibly
   related set;
 * each image's own prompt, seed and index shift the hue, light and shapes, so images differ;
-* every reference image appears as a thumbnail and tints the field, so the output depends on each.
+* every reference image appears as a thumbnail and tints the field, so the output depends on each;
+* the label strip says it is a preview and prints the image's own prompt (its first line, shortened).
+
+A layer decomposition (``ImageJob.layer_decomposition``) yields the base image and placeholder layers:
+the first reference (or the preview picture) cut into colour regions with alpha (:func:`decompose`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import io
 from collections.abc import AsyncIterator
+from importlib import resources
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .base import Engine, EngineCapabilities, ImageJob, ImageResult, ImageTask
+from .base import Engine, EngineCapabilities, ImageJob, ImageResult, ImageTask, Layer
 
 _FIELD = 96  # side of the low-resolution field before upscaling
 _THUMB_FRACTION = 8  # reference thumbnails are 1/8 of the short side
 #: references are shown as thumbnails (at most 6240/8 px at 4K): decoding them larger than 1 MP is waste
 PREVIEW_REFERENCE_PIXELS = 1024 * 1024
+_LABEL_FONT = "assets/fonts/NotoSansCJKsc-Bold-subset.otf"
+_ELLIPSIS = "..."
+LAYER_REGIONS = 4  # layers of a placeholder decomposition (fewer when the base has fewer colours)
 
 
 def _rng(*parts: object) -> np.random.Generator:
@@ -107,16 +117,87 @@ def render(job: ImageJob, task: ImageTask) -> Image.Image:
             if x + thumb > width:
                 break
 
-    # 4. label: this is a preview, not a real model
-    size = max(10, short // 40)
-    font = ImageFont.load_default(size=size)
-    label = f"PREVIEW ENGINE - not a real model | seed {task.seed} | image {task.index + 1}/{count}"
-    digest = hashlib.sha256(task.prompt.encode()).hexdigest()[:12]
-    pad = max(2, size // 3)
-    draw.rectangle((0, 0, width, size * 2 + pad * 3), fill=(0, 0, 0))
-    draw.text((pad, pad), label, fill=(255, 255, 255), font=font)
-    draw.text((pad, size + pad * 2), f"prompt #{digest} ({len(task.prompt)} chars)", fill=(200, 200, 200), font=font)
+    # 4. label: this is a preview, not a real model; and what this image was asked for
+    first = f"PREVIEW ENGINE - not a real model | seed {task.seed} | image {task.index + 1}/{count}"
+    _label(image, first, task.prompt)
     return image
+
+
+def _label(image: Image.Image, first: str, prompt: str) -> None:
+    """The black strip along the top: ``first`` and the prompt's first line, shortened to fit."""
+    width, short = image.width, min(image.size)
+    size = max(10, short // 40)
+    font = label_font(size)
+    pad = max(2, size // 3)
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, width, size * 2 + pad * 3), fill=(0, 0, 0))
+    draw.text((pad, pad), first, fill=(255, 255, 255), font=font)
+    draw.text((pad, size + pad * 2), fit_line(prompt, font, width - 2 * pad), fill=(200, 200, 200), font=font)
+
+
+def decompose(job: ImageJob) -> list[tuple[Image.Image, Layer]]:
+    """Placeholder layer decomposition (pure, deterministic): the base image (the first reference, cover-
+    cropped to the canvas, or the preview picture when there is none) and up to :data:`LAYER_REGIONS`
+    transparent layers of the canvas size, one per colour cluster of the base (median cut), largest first,
+    each opaque where the base has that colour. Together they compose back to the base."""
+    width, height = job.width, job.height
+    task = job.tasks[0]
+    if job.references:
+        base = ImageOps.fit(job.references[0].convert("RGB"), (width, height), Image.Resampling.LANCZOS)
+        source = "the reference image"
+    else:
+        base = render(job, task)
+        source = "the preview picture"
+    wanted = min(LAYER_REGIONS, len(job.tasks) - 1)
+    title = f"PREVIEW ENGINE - not a real model | layer decomposition placeholder: {wanted} colour regions"
+    _label(base, title, task.prompt)
+    note = "preview engine placeholder: colour clusters, not a real decomposition"
+    items = [(base.convert("RGBA"), Layer(0, (0, 0, width, height), "base", f"{source} ({note})"))]
+    if wanted <= 0:
+        return items
+    small = base.copy()
+    small.thumbnail((128, 128))
+    clusters = small.quantize(colors=wanted, method=Image.Quantize.MEDIANCUT)
+    palette = clusters.getpalette() or []
+    counts = np.bincount(np.asarray(clusters).ravel(), minlength=wanted)
+    order = sorted((k for k in range(len(counts)) if counts[k]), key=lambda k: (-counts[k], k))
+    labels = np.asarray(clusters.resize((width, height), Image.Resampling.NEAREST))
+    for z, k in enumerate(order, 1):
+        mask = Image.fromarray(np.where(labels == k, 255, 0).astype(np.uint8), "L")
+        layer = base.convert("RGBA")
+        layer.putalpha(mask)
+        colour = "#" + "".join(f"{c:02x}" for c in palette[3 * k : 3 * k + 3])
+        share = round(100 * float(counts[k]) / float(counts.sum()))
+        description = f"the pixels of {source} nearest {colour}, about {share}% of the canvas ({note})"
+        box = mask.getbbox() or (0, 0, 0, 0)
+        items.append((layer, Layer(z, box, f"region {z} of {len(order)} (placeholder)", description)))
+    return items
+
+
+@functools.lru_cache(maxsize=16)
+def label_font(size: int) -> ImageFont.FreeTypeFont:
+    """The package's CJK font subset (the watermark's): ASCII and common Chinese characters; characters it
+    lacks show as boxes. Always this file, so the pictures are the same on every machine."""
+    data = resources.files("seedream_server").joinpath(_LABEL_FONT).read_bytes()
+    return ImageFont.truetype(io.BytesIO(data), size)
+
+
+def fit_line(prompt: str, font: ImageFont.FreeTypeFont, room: float) -> str:
+    """The prompt's first non-blank line, shortened with an ellipsis to fit ``room`` pixels in ``font``
+    (a mark when the prompt has more lines)."""
+    lines = [line.strip() for line in prompt.strip().splitlines() if line.strip()] or [""]
+    text = " ".join(lines[0].split())
+    more = len(lines) > 1
+    if not more and font.getlength(text) <= room:
+        return text
+    low, high = 0, len(text)  # the longest prefix that fits with the ellipsis
+    while low < high:
+        middle = (low + high + 1) // 2
+        if font.getlength(text[:middle].rstrip() + _ELLIPSIS) <= room:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low].rstrip() + _ELLIPSIS
 
 
 class PreviewEngine(Engine):
@@ -135,6 +216,11 @@ class PreviewEngine(Engine):
         return self._capabilities
 
     async def generate(self, job: ImageJob) -> AsyncIterator[ImageResult]:
+        if job.layer_decomposition:  # one base image, then its layers (see decompose)
+            items = await asyncio.to_thread(decompose, job)
+            for index, (image, layer) in enumerate(items):
+                yield ImageResult(index=index, image=image, layer=layer)
+            return
         for task in job.tasks:
             image = await asyncio.to_thread(render, job, task)
             yield ImageResult(index=task.index, image=image)

@@ -10,6 +10,9 @@ Life of a job:
    batch them, with each other and with other jobs); in a group on a multi-reference family each image
    waits for the previous one, which joins its references (``group_feed_forward``).
 3. yield - results in index order, each as soon as it is ready.
+3b. layers - a layered family (Qwen-Image-Layered) takes a ``layer_decomposition`` job with one input image:
+   one call draws ``layers`` RGBA layers; the job yields the base (the layers composited, index 0) and the
+   layers (:func:`layer_results`). A layer job on another family, or an ordinary job on a layered one, is a 400.
 4. close - when the consumer goes away (client disconnect, shutdown) every item still queued or running
    is cancelled; a running call stops at its next denoising step.
 """
@@ -28,12 +31,12 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-from ...errors import EngineError, SeedreamError, ServiceUnavailable
-from ..base import Engine, EngineCapabilities, ImageJob, ImageResult, ImageTask, Progress, ProgressHook
-from .families import ModelInfo, ModelSetupError, detect, group_references, native_size
+from ...errors import EngineError, InvalidParameter, SeedreamError, ServiceUnavailable
+from ..base import Engine, EngineCapabilities, ImageJob, ImageResult, ImageTask, Layer, Progress, ProgressHook
+from .families import Family, ModelInfo, ModelSetupError, detect, group_references, native_size
 from .options import DiffusersOptions, looks_like_hub_id
 from .pipelines import PipelineRunner, require_stack, resolve_device, resolve_source
-from .worker import DeviceWorker, EngineStats, Interrupted, WorkItem, acquire_worker, release_worker
+from .worker import DeviceWorker, Drawn, EngineStats, Interrupted, WorkItem, acquire_worker, release_worker
 
 log = logging.getLogger("seedream_server.engines.diffusers")
 
@@ -181,10 +184,41 @@ class DiffusersEngine(Engine):
             guidance = options.guidance_scale if options.guidance_scale is not None else info.guidance_scale
         return _Plan(width, height, steps, float(guidance))
 
+    def _check_layers(self, job: ImageJob, family: Family) -> int:
+        """Layers to draw for ``job`` (0: an ordinary job); a 400 when the job and the pipeline disagree."""
+        if job.layer_decomposition != family.layered:
+            what = "only decomposes an input image" if family.layered else "does not decompose images into layers"
+            raise InvalidParameter(
+                f"The parameter `layer_decomposition` is not valid for model {self.name}: it {what} "
+                f"({family.description}).",
+                param="layer_decomposition",
+            )
+        if not family.layered:
+            return 0
+        if len(job.references) != 1:
+            raise InvalidParameter(
+                f"The parameter `image` must be one image for model {self.name}: {family.description} decomposes "
+                "an input image into layers (it does not draw from a prompt alone).",
+                param="image",
+            )
+        return max(0, min(self.options.layers, len(job.tasks) - 1))
+
     async def generate(self, job: ImageJob) -> AsyncIterator[ImageResult]:
         plan = self.plan(job)
         runner, worker = self._runner, self._worker
         assert runner is not None and worker is not None
+        layers = self._check_layers(job, runner.family)
+        if layers:
+            item = self._submit(worker, runner, job, job.tasks[0], plan, list(job.references), layers)
+            try:
+                drawn = await self._outcome(job, item)
+            finally:  # the consumer went away (or the call failed): the call must not go on
+                if not item.future.done() or item.future.cancelled():
+                    item.cancel()
+                    self._inflight.discard(item)
+            for result in layer_results(drawn):
+                yield result
+            return
         limit = self.capabilities.max_references
         user_refs = list(job.references)
         feed = self.options.group_feed_forward and job.group and limit > 1
@@ -204,19 +238,9 @@ class DiffusersEngine(Engine):
                     return
                 # 2. the oldest image, as soon as it is ready
                 item = inflight[0]
-                try:
-                    image = await item.future
-                except Interrupted as exc:
-                    raise EngineError(f"Generation stopped: the model {self.name} is shutting down.") from exc
-                except SeedreamError:
-                    raise
-                except Exception as exc:
-                    log.error(
-                        "model %s failed on request_id=%s image %d", self.name, job.request_id, item.index, exc_info=exc
-                    )
-                    raise EngineError(f"The model {self.name} failed while generating image {item.index}.") from exc
+                image = await self._outcome(job, item)
                 inflight.popleft()
-                self._inflight.discard(item)
+                assert isinstance(image, Image.Image)
                 outputs.append(image)
                 yield ImageResult(index=item.index, image=image)
         finally:
@@ -224,6 +248,22 @@ class DiffusersEngine(Engine):
             for pending in inflight:
                 pending.cancel()
                 self._inflight.discard(pending)
+
+    async def _outcome(self, job: ImageJob, item: WorkItem) -> Drawn:
+        """What ``item`` drew, once it is ready; failures become engine errors."""
+        try:
+            drawn = await item.future
+        except Interrupted as exc:
+            raise EngineError(f"Generation stopped: the model {self.name} is shutting down.") from exc
+        except SeedreamError:
+            raise
+        except Exception as exc:
+            log.error("model %s failed on request_id=%s image %d", self.name, job.request_id, item.index, exc_info=exc)
+            raise EngineError(f"The model {self.name} failed while generating image {item.index}.") from exc
+        finally:
+            if item.future.done():
+                self._inflight.discard(item)
+        return drawn
 
     def _submit(
         self,
@@ -233,6 +273,7 @@ class DiffusersEngine(Engine):
         task: ImageTask,
         plan: _Plan,
         references: list[Image.Image],
+        layers: int = 0,
     ) -> WorkItem:
         loop = asyncio.get_running_loop()
         item = WorkItem(
@@ -248,6 +289,7 @@ class DiffusersEngine(Engine):
             references=tuple(references),
             loop=loop,
             future=loop.create_future(),
+            layers=layers,
         )
         self._inflight.add(item)
         worker.submit(item)
@@ -259,3 +301,23 @@ class DiffusersEngine(Engine):
             progress = Progress(self.name, item.request_id, item.index, step, total)
             for hook in self.progress_hooks:
                 hook(progress)
+
+
+def layer_results(drawn: Drawn) -> list[ImageResult]:
+    """A layered pipeline's RGBA layers (bottom first) as items: the base image (index 0, z 0: the layers
+    composited) and one item per layer (z 1..N), each boxed by its visible (alpha > 0) pixels."""
+    layers = drawn if isinstance(drawn, tuple) else (drawn,)
+    rgba = [layer.convert("RGBA") for layer in layers]
+    base = Image.new("RGBA", rgba[0].size, (0, 0, 0, 0))
+    for layer in rgba:
+        base.alpha_composite(layer)
+    width, height = base.size
+    what = "Qwen-Image-Layered"
+    results = [
+        ImageResult(0, image=base, layer=Layer(0, (0, 0, width, height), "base", f"the {len(rgba)} layers composited"))
+    ]
+    for z, layer in enumerate(rgba, 1):
+        box = layer.getchannel("A").getbbox() or (0, 0, 0, 0)
+        description = f"layer {z} of {len(rgba)} from {what}, bottom first (the model names no layers)"
+        results.append(ImageResult(z, image=layer, layer=Layer(z, box, f"layer {z}", description)))
+    return results

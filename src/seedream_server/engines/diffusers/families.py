@@ -17,6 +17,7 @@ call argument carries the guidance, and the defaults (steps, guidance, native pi
 | ``qwen-image`` | QwenImagePipeline | 1 via img2img (``from_pipe``) |
 | ``qwen-image-edit`` | QwenImageEditPipeline | 1 edit image |
 | ``qwen-image-edit-plus`` | QwenImageEditPlusPipeline (2509, 2511) | up to 3 |
+| ``qwen-image-layered`` | QwenImageLayeredPipeline | 1 input image, decomposed into RGBA layers |
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class Family:
     min_reference_side: int = 0
     #: pass a blank negative prompt so that true CFG runs (Qwen-Image's documented usage)
     negative_prompt: bool = False
+    #: the pipeline decomposes its input image into RGBA layers (``layer_decomposition`` requests only)
+    layered: bool = False
     description: str = ""
 
 
@@ -151,6 +154,20 @@ FAMILIES: tuple[Family, ...] = (
         negative_prompt=True,
         batchable=False,
         description="Qwen-Image-Edit Plus (2509/2511)",
+    ),
+    Family(
+        "qwen-image-layered",
+        ("QwenImageLayeredPipeline",),
+        "single",
+        1,
+        steps=50,
+        guidance_scale=4.0,
+        guidance_arg="true_cfg_scale",
+        native_pixels=640 * 640,  # the pipeline's resolution bucket: 640 (or 1024 for >= 1024² native pixels)
+        batchable=False,
+        negative_prompt=True,
+        layered=True,
+        description="Qwen-Image-Layered",
     ),
 )
 

@@ -145,6 +145,13 @@ class DiffusersOptions:
         check=_between(0, 10_000),
     )
 
+    layers: int = option(
+        4,
+        "Layers a layer-decomposition model (Qwen-Image-Layered) draws per request.",
+        rule="an integer in 1..16",
+        check=_between(1, 16),
+    )
+
     @classmethod
     def parse(cls, model: str, options: dict[str, Any]) -> DiffusersOptions:
         """Check ``options`` (a ``[[models]]`` table less name/engine/aliases) and build the options."""

@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 
 from .families import Family, ModelInfo, ModelSetupError
 from .options import DiffusersOptions, looks_like_hub_id
-from .worker import EngineStats, Interrupted, WorkItem
+from .worker import Drawn, EngineStats, Interrupted, WorkItem
 
 log = logging.getLogger("seedream_server.engines.diffusers")
 
@@ -198,7 +198,10 @@ class PipelineRunner:
         kwargs: dict[str, Any] = {"dtype" if version >= (0, 41) else "torch_dtype": getattr(torch, dtype)}
         if options.variant:
             kwargs["variant"] = options.variant
-        if info.family.name.startswith("qwen-image-edit") and (model_dir / "processor").is_dir():
+        if (
+            info.family.name.startswith(("qwen-image-edit", "qwen-image-layered"))
+            and (model_dir / "processor").is_dir()
+        ):
             kwargs["processor"] = _qwen_processor(model_dir)
         try:
             pipe = diffusers.DiffusionPipeline.from_pretrained(str(model_dir), **kwargs)
@@ -239,7 +242,7 @@ class PipelineRunner:
 
     # -- one pipeline call ---------------------------------------------------------------------------
 
-    def run(self, batch: list[WorkItem], should_stop: Callable[[], bool]) -> list[Image.Image]:
+    def run(self, batch: list[WorkItem], should_stop: Callable[[], bool]) -> list[Drawn]:
         """Draw ``batch`` (compatible items) in one pipeline call; raise ``Interrupted`` if told to stop."""
         if should_stop():
             raise Interrupted("stopped before the call")
@@ -262,7 +265,9 @@ class PipelineRunner:
         torch = stack("torch")
         with torch.inference_mode():
             output = pipe(**kwargs, callback_on_step_end=on_step_end)
-        images = list(output.images)
+        images: list[Drawn] = list(output.images)
+        if self.family.layered:  # one list of RGBA layers per prompt
+            images = [tuple(layers) for layers in output.images]
         if len(images) != len(batch):
             raise RuntimeError(f"the pipeline returned {len(images)} images for {len(batch)} prompts")
         stats.images += len(images)
@@ -276,6 +281,8 @@ class PipelineRunner:
     def _call_arguments(self, batch: list[WorkItem]) -> tuple[Any, dict[str, Any]]:
         """The pipeline to call and its arguments for ``batch``."""
         family, first = self.family, batch[0]
+        if family.layered:
+            return self.pipe, self._layered_arguments(first)
         width, height = first.width, first.height
         pipe = self.pipe
         kwargs: dict[str, Any] = {
@@ -315,6 +322,25 @@ class PipelineRunner:
             else:
                 kwargs["image"] = [_at_least(ref, family.min_reference_side) for ref in references]
         return pipe, kwargs
+
+    def _layered_arguments(self, item: WorkItem) -> dict[str, Any]:
+        """QwenImageLayeredPipeline: the input image (RGBA) decomposed into ``item.layers`` layers. It draws at
+        its own resolution bucket (640 or 1024) with the image's aspect, not at a width and height."""
+        if len(item.references) != 1:
+            raise RuntimeError("a layered pipeline decomposes exactly one input image")
+        kwargs: dict[str, Any] = {
+            "image": item.references[0].convert("RGBA"),
+            "prompt": item.prompt,
+            "layers": item.layers,
+            "num_inference_steps": item.steps,
+            self.family.guidance_arg: item.guidance,
+            "resolution": 1024 if (self.options.native_pixels or self.info.native_pixels) >= 1024 * 1024 else 640,
+            "generator": self._generator(item.seed),
+            "output_type": "pil",
+        }
+        if self.family.negative_prompt and item.guidance > 1:
+            kwargs["negative_prompt"] = " "
+        return kwargs
 
 
 def _at_least(image: Image.Image, side: int) -> Image.Image:

@@ -35,6 +35,9 @@ log = logging.getLogger("seedream_server.engines.diffusers")
 
 T = TypeVar("T")
 
+#: what one item draws: an image, or (a layered pipeline) its RGBA layers, bottom first
+Drawn = Image.Image | tuple[Image.Image, ...]
+
 
 class Interrupted(Exception):
     """Raised from the step callback to stop a pipeline call between denoising steps."""
@@ -69,9 +72,10 @@ class WorkItem:
     guidance: float
     references: tuple[Image.Image, ...]
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Image.Image]
+    future: asyncio.Future[Drawn]
     enqueued: float = field(default_factory=time.monotonic)
     cancelled: bool = False
+    layers: int = 0  # a layered pipeline: how many layers to draw
 
     @property
     def batch_key(self) -> Hashable | None:
@@ -90,7 +94,7 @@ class WorkItem:
         self.cancelled = True
         self.resolve(None, error)
 
-    def resolve(self, image: Image.Image | None, error: BaseException | None = None) -> None:
+    def resolve(self, image: Drawn | None, error: BaseException | None = None) -> None:
         """Called on the worker thread: hand the outcome to the item's event loop."""
 
         def settle() -> None:
@@ -120,7 +124,7 @@ class Runner(Protocol):
     @property
     def batch_window_s(self) -> float: ...
 
-    def run(self, batch: list[WorkItem], should_stop: Callable[[], bool]) -> list[Image.Image]: ...
+    def run(self, batch: list[WorkItem], should_stop: Callable[[], bool]) -> list[Drawn]: ...
 
 
 @dataclass
