@@ -27,7 +27,7 @@ from ..planner import LLMPlanner, Planner, RulePlanner
 from ..profiles import DEFAULT_PROFILE, PROFILES, ProfileTable, apply_overrides
 from ..references import ReferenceDecoder, ReferencePolicy
 from ..service import ImageService
-from ..storage import LocalStorage, Storage, UrlSigner, load_or_create_secret
+from ..storage import Storage, UrlSigner, build_storage, load_or_create_secret
 from ..websearch import load_web_search
 from .errors import RefusalRecorder, install_error_handlers
 from .middleware import AccessMiddleware, BodyLimitMiddleware, ClientTimeoutMiddleware, ContextMiddleware
@@ -118,7 +118,7 @@ def build_parts(settings: Settings, engine_factories: dict[str, EngineFactory] |
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     signer = UrlSigner(load_or_create_secret(data_dir, settings.signing_secret))
-    storage = LocalStorage(data_dir / "images", signer, settings.base_url, settings.retention_hours * 3600)
+    storage = build_storage(settings, signer)
     metrics = Metrics()
     models = _models(settings, metrics, engine_factories)
     accounts = Accounts(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +33,15 @@ class StoredImage:
 
 @dataclass(frozen=True)
 class ImageFile:
-    """A stored image found through a valid link, ready to be served."""
+    """A stored image found through a valid link, ready to be served: a local ``path``, or a ``body`` streamed
+    from elsewhere (a bucket) in chunks, ``size`` bytes long. Whoever takes a ``body`` must close it
+    (``aclose``), read to the end or not."""
 
     name: str
     content_type: str
-    path: Path
+    path: Path | None = None
+    body: AsyncGenerator[bytes, None] | None = None
+    size: int | None = None
 
 
 class Storage(ABC):
@@ -48,7 +53,8 @@ class Storage(ABC):
 
     @abstractmethod
     def url(self, name: str) -> str:
-        """A fresh link to the stored image ``name``, valid for the store's retention."""
+        """A fresh link to the stored image ``name`` (as ``put`` stored it; a store may need the locator of
+        its links, e.g. ``YYYY/MM/DD/name`` for S3), valid for the store's link lifetime."""
 
     @abstractmethod
     async def open(self, name: str, expires: str | None, signature: str | None) -> ImageFile:
