@@ -7,12 +7,17 @@ from collections.abc import Callable
 from ..config import ModelConfig
 from .base import Engine
 from .preview import PreviewEngine
+from .ray import RayEngine, split_placement
 
 EngineFactory = Callable[[ModelConfig], Engine]
 
 
-def build_engine(model: ModelConfig, extra: dict[str, EngineFactory] | None = None) -> Engine:
-    """The engine for ``model`` (``extra`` adds kinds, e.g. in tests)."""
+def build_engine(model: ModelConfig, extra: dict[str, EngineFactory] | None = None, *, ray_address: str = "") -> Engine:
+    """The engine for ``model`` (``extra`` adds kinds, e.g. in tests). A model with ``executor = "ray"`` gets
+    a :class:`~.ray.RayEngine` that builds the same engine (without the Ray keys) on each Serve replica."""
+    placement, model = split_placement(model)
+    if placement is not None:  # the ray package itself is imported when the engine starts (the ray extra)
+        return RayEngine(model, placement, ray_address)
     if extra and model.engine in extra:
         return extra[model.engine](model)
     if model.engine == "preview":

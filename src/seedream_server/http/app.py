@@ -88,7 +88,7 @@ def _models(settings: Settings, metrics: Metrics, factories: dict[str, EngineFac
     profiles = ProfileTable(apply_overrides(PROFILES, list(settings.profile_overrides)))
     served = []
     for model in settings.models:
-        engine = build_engine(model, factories)
+        engine = build_engine(model, factories, ray_address=settings.ray_address)
         engine.add_progress_hook(_count_step(metrics, model.name))  # steps from engines feed a metric
         queue = ModelQueue(model.name, settings.max_concurrency, settings.max_queue)
         if model.profile:
