@@ -56,14 +56,16 @@ def check_items(data: list[dict[str, Any]], payloads: list[bytes], width: int, h
     assert 2 <= len(data) <= 17
     assert [item["z_index"] for item in data] == list(range(len(data)))
     images = []
+    assert {"bounding_box", "name", "description"}.isdisjoint(data[0])  # the base: only its z_index, as Ark
     for item, payload in zip(data, payloads, strict=True):
         assert item["output_format"] == "png" and item["size"] == f"{width}x{height}"
-        assert item["name"] and item["description"]
-        x0, y0, x1, y1 = item["bounding_box"]["absolute"]
-        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height, item["bounding_box"]
-        assert item["bounding_box"]["normalized"] == pytest.approx(
-            [x0 / width, y0 / height, x1 / width, y1 / height], abs=1e-6
-        )
+        if item["z_index"] > 0:
+            assert item["name"] and item["description"]
+            x0, y0, x1, y1 = item["bounding_box"]["absolute"]
+            assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height, item["bounding_box"]
+            # Ark's normalized boxes: integers from 0 to 1000
+            expected = [round(x0 * 1000 / width), round(y0 * 1000 / height), round(x1 * 1000 / width)]
+            assert item["bounding_box"]["normalized"] == [*expected, round(y1 * 1000 / height)]
         assert payload.startswith(b"\x89PNG\r\n\x1a\n")
         label = read_provenance(payload)
         assert label["model"] == PRO and label["Label"] == "1"
@@ -76,7 +78,7 @@ def check_items(data: list[dict[str, Any]], payloads: list[bytes], width: int, h
             assert (low, high) == (0, 255)
             assert alpha.getbbox() == (x0, y0, x1, y1)
         else:
-            assert (x0, y0, x1, y1) == (0, 0, width, height)
+            assert alpha.getextrema() == (255, 255)  # type: ignore[comparison-overlap]  # the base is opaque
         images.append(image)
     return images
 
@@ -130,7 +132,7 @@ async def test_preview_layers_from_a_prompt_alone_as_links(client: httpx.AsyncCl
         payloads.append(fetched.content)
     images = check_items(data, payloads, 1024, 1024)
     assert 2 <= len(images) <= 5
-    assert "preview picture" in data[0]["description"]
+    assert "preview picture" in data[1]["description"]  # the layers say what they cut up
 
 
 async def test_the_visible_mark_is_on_the_base_only(client: httpx.AsyncClient) -> None:
@@ -168,11 +170,15 @@ def test_ark_sdk_layer_decomposition(live_server: LiveServer) -> None:
         )
     items = response.data
     assert [item.z_index for item in items] == [0, 1, 2, 3, 4]
+    assert items[0].bounding_box is None and items[0].name is None  # the base, as the SDK documents
     for item in items:
-        assert item.output_format == "png" and item.name and item.description
-        assert item.bounding_box is not None and item.bounding_box.absolute is not None
-        x0, y0, x1, y1 = item.bounding_box.absolute
-        assert 0 <= x0 < x1 <= 1024 and 0 <= y0 < y1 <= 1024
+        assert item.output_format == "png"
+        if item.z_index:
+            assert item.name and item.description
+            assert item.bounding_box is not None and item.bounding_box.absolute is not None
+            x0, y0, x1, y1 = item.bounding_box.absolute
+            assert 0 <= x0 < x1 <= 1024 and 0 <= y0 < y1 <= 1024
+            assert item.bounding_box.normalized is not None and max(item.bounding_box.normalized) <= 1000
         image = Image.open(io.BytesIO(base64.b64decode(item.b64_json)))
         assert image.format == "PNG" and image.mode == "RGBA"
     assert response.usage.generated_images == 5
@@ -229,13 +235,15 @@ async def test_tiny_layered_pipeline_decomposes_the_input_image(layered_config: 
         payloads = [base64.b64decode(item["b64_json"]) for item in data]
         assert len(data) == 4  # the base (the layers composited) and the 3 layers drawn
         for item, payload in zip(data, payloads, strict=True):
-            assert item["output_format"] == "png" and item["size"] == "1280x720" and item["name"]
-            x0, y0, x1, y1 = item["bounding_box"]["absolute"]
-            assert 0 <= x0 <= x1 <= 1280 and 0 <= y0 <= y1 <= 720
+            assert item["output_format"] == "png" and item["size"] == "1280x720"
+            if item["z_index"]:
+                assert item["name"]
+                x0, y0, x1, y1 = item["bounding_box"]["absolute"]
+                assert 0 <= x0 <= x1 <= 1280 and 0 <= y0 <= y1 <= 720
             image = Image.open(io.BytesIO(payload))
             assert image.mode == "RGBA" and image.size == (1280, 720)
             assert read_provenance(payload)["engine"] == "diffusers"
-        assert data[0]["bounding_box"]["absolute"] == [0, 0, 1280, 720]
+        assert "bounding_box" not in data[0]
         assert [item["name"] for item in data[1:]] == ["layer 1", "layer 2", "layer 3"]
         # the same request and seed give the same layers
         again = (await client.post(GENERATIONS, json=body)).json()["data"]

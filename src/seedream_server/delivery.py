@@ -37,7 +37,8 @@ class Delivery:
     created: int
     width: int
     height: int
-    watermark: bool
+    draw_watermark: bool  # draw the visible mark here
+    watermarked: bool  # the delivered image carries the visible mark (drawn here or by an upstream)
     output_format: str
     b64_json: bool
 
@@ -55,10 +56,10 @@ class Deliverer:
         """Step 5 (in a worker thread): resize, watermark, provenance, encode."""
         started = time.perf_counter()
         image = postprocess.resize_to(image, spec.width, spec.height)
-        if spec.watermark:
+        if spec.draw_watermark:
             image = postprocess.add_watermark(image, self.watermark_text)
         provenance = postprocess.Provenance(
-            model=spec.model, content_id=name, created=spec.created, watermarked=spec.watermark, engine=spec.engine
+            model=spec.model, content_id=name, created=spec.created, watermarked=spec.watermarked, engine=spec.engine
         )
         data = postprocess.encode_image(
             image, provenance=provenance, output_format=spec.output_format, quality=self.jpeg_quality
@@ -71,11 +72,15 @@ class Deliverer:
         started = time.perf_counter()
         box = postprocess.resize_box(layer.box, image.size, spec.width, spec.height)
         image = postprocess.resize_to(image, spec.width, spec.height, keep_alpha=True)
-        marked = spec.watermark and layer.z_index == 0
-        if marked:
+        on_base = layer.z_index == 0
+        if spec.draw_watermark and on_base:
             image = postprocess.add_watermark(image, self.watermark_text)
         provenance = postprocess.Provenance(
-            model=spec.model, content_id=name, created=spec.created, watermarked=marked, engine=spec.engine
+            model=spec.model,
+            content_id=name,
+            created=spec.created,
+            watermarked=spec.watermarked and on_base,
+            engine=spec.engine,
         )
         data = postprocess.encode_image(image, provenance=provenance, output_format=LAYER_FORMAT)
         self.metrics.stage_seconds.labels("encode").observe(time.perf_counter() - started)

@@ -183,7 +183,7 @@ class Job:
                 event = self.service.deliverer.pass_through(result)
             else:
                 await self.service.moderation.check_output(result.image, self._prompt_of(result.index))
-                spec = self._delivery(drawn=result.watermarked)
+                spec = self._delivery(drawn=result.watermarked, size=result.image.size)
                 event = await self.service.deliverer.deliver(spec, result.index, result.image, result.layer)
         except SensitiveContentDetected as refused:
             return self._image_failed(result.index, refused)
@@ -212,17 +212,20 @@ class Job:
         self.status = error.code
         return JobAborted(error, self.usage)
 
-    def _delivery(self, drawn: bool) -> Delivery:
-        """How this job's images are delivered; ``drawn``: the engine already drew the visible mark."""
+    def _delivery(self, drawn: bool, size: tuple[int, int]) -> Delivery:
+        """How an image of this job is delivered; ``drawn``: the engine already drew the visible mark; ``size``:
+        the engine's image, kept as it is when the engine (an upstream) decides the size itself."""
         request = self.request
+        width, height = size if self.served.engine.capabilities.plans_groups else (self.plan.width, self.plan.height)
         return Delivery(
             name_prefix=self.request_id,
             model=self.served.name,
             engine=self.served.engine.kind,
             created=self.created,
-            width=self.plan.width,
-            height=self.plan.height,
-            watermark=request.watermark and not drawn,
+            width=width,
+            height=height,
+            draw_watermark=request.watermark and not drawn,
+            watermarked=request.watermark,
             output_format=request.output_format,
             b64_json=request.response_format == "b64_json",
         )

@@ -216,6 +216,8 @@ def _check_profile(request: GenerationRequest, served: ServedModel) -> None:
         raise profile.refuse("tools", model, "it does not use tools")
     if request.layer_decomposition and not profile.layer_decomposition:
         raise profile.refuse("layer_decomposition", model, "it does not decompose images into layers")
+    if request.layer_decomposition and not served.engine.capabilities.layer_decomposition:
+        raise profile.refuse("layer_decomposition", model, f"its {served.engine.kind} engine does not decompose images")
     if request.output_format not in profile.output_formats:
         formats = ", ".join(profile.output_formats)
         raise profile.refuse("output_format", model, f"{request.output_format} is not offered ({formats})")

@@ -38,7 +38,8 @@ class EngineCapabilities:
     max_references: int = 14
     reference_pixels: int = DEFAULT_REFERENCE_PIXELS  # references are decoded down to this many pixels
     references: ReferenceMode = ReferenceMode.DECODED
-    plans_groups: bool = False  # the engine (its upstream) decides a group's images: the service does not plan
+    plans_groups: bool = False  # the engine (its upstream) decides a group's images (and sizes): no planning here
+    layer_decomposition: bool = False  # it can answer layer_decomposition requests (ImageResult.layer)
     description: str = ""
 
 

@@ -208,6 +208,7 @@ class PreviewEngine(Engine):
     def __init__(self, capabilities: EngineCapabilities | None = None) -> None:
         self._capabilities = capabilities or EngineCapabilities(
             reference_pixels=PREVIEW_REFERENCE_PIXELS,
+            layer_decomposition=True,
             description="Built-in preview engine: deterministic placeholder images, not a real model.",
         )
 

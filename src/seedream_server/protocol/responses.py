@@ -19,7 +19,7 @@ class ErrorBody(BaseModel):
 
 class BoundingBox(BaseModel):
     absolute: list[int] = Field(description="[x0, y0, x1, y1] in pixels of the base image.")
-    normalized: list[float] = Field(description="[x0, y0, x1, y1] as fractions of the base image's size.")
+    normalized: list[int] = Field(description="[x0, y0, x1, y1] scaled to integers from 0 to 1000 of the base image.")
 
 
 class ImageItem(BaseModel):
@@ -29,9 +29,13 @@ class ImageItem(BaseModel):
     error: ErrorBody | None = Field(default=None, description="Set instead of url/b64_json when this image failed.")
     # layer decomposition (Seedream 5.0 pro): the base image has z_index 0, layers 1..16
     z_index: int | None = Field(default=None, description="Layer decomposition: 0 = base image, then the layers.")
-    bounding_box: BoundingBox | None = Field(default=None, description="Layer decomposition: where the layer is.")
-    name: str | None = Field(default=None, description="Layer decomposition: the layer's name.")
-    description: str | None = Field(default=None, description="Layer decomposition: what the layer shows.")
+    bounding_box: BoundingBox | None = Field(
+        default=None, description="Layer decomposition: where the layer is (omitted for the base image)."
+    )
+    name: str | None = Field(default=None, description="Layer decomposition: the layer's name (not for the base).")
+    description: str | None = Field(
+        default=None, description="Layer decomposition: what the layer shows (not for the base)."
+    )
     output_format: str | None = Field(default=None, description="Layer decomposition: png.")
 
 

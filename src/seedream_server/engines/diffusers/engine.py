@@ -113,6 +113,7 @@ class DiffusersEngine(Engine):
         return EngineCapabilities(
             max_references=limit,
             reference_pixels=self.options.native_pixels or info.native_pixels,
+            layer_decomposition=info.family.layered,
             description=f"{info.family.description} ({info.pipeline_class}) via diffusers: {self.options.source}",
         )
 

@@ -47,6 +47,7 @@ class ArkEngine(Engine):
             max_references=14,
             references=ReferenceMode.FORWARDED,
             plans_groups=True,
+            layer_decomposition=True,  # forwarded: Ark decomposes
             description=f"relayed to Ark as {options.upstream_model}",
         )
 
