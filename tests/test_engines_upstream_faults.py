@@ -23,6 +23,7 @@ import pytest
 from fastapi import FastAPI
 
 from conftest import start_server, stop_server
+from refserver import data_uri, encode, solid
 from seedream_server.config import load_settings
 from seedream_server.http import create_app
 from seedream_server.sse import SSEDecoder, SSEEvent
@@ -30,6 +31,7 @@ from support import GENERATIONS, MODEL, assert_error, body, decode_b64, eventual
 from upstream_faults import (
     ARK,
     OPENAI,
+    OPENAI_EDITS,
     Cut,
     Fail,
     FaultServer,
@@ -235,6 +237,19 @@ async def test_5xx_every_time_is_a_clear_upstream_error_after_max_retries(
         response = await client.post(GENERATIONS, json=body(model=relay.model))
     upstream_failure(response)
     assert len(fault.calls_to(relay.route)) == 2  # the call and max_retries = 1 retry
+
+
+async def test_an_edit_retried_after_a_5xx_sends_its_references_again(tmp_path: Path, fault: FaultServer) -> None:
+    references = [data_uri(encode(solid((512, 512), color), "png"), "png") for color in ((200, 0, 0), (0, 0, 200))]
+    fault.script(OPENAI_EDITS, Fail(502, "BadGateway", "replica restarting"))
+    async with running(relay_app(tmp_path, openai_model(fault.openai_base))) as client:
+        response = await client.post(GENERATIONS, json=body(model=OPENAI_MODEL, image=references))
+    ok_images(response, 1)
+    failed, answered = fault.calls_to(OPENAI_EDITS)
+    assert failed.answer == "Fail(502)" and answered.answer.startswith("Succeed")
+    assert len(answered.files) == 2 and answered.files == failed.files  # the multipart body is whole again
+    assert all(name in ("image[]", "image") and data for name, _, data in answered.files)
+    assert answered.form["model"] == UPSTREAM_OPENAI
 
 
 # --- timeouts, refused connections, garbage ----------------------------------------------------------
