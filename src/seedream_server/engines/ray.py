@@ -40,6 +40,8 @@ log = logging.getLogger("seedream_server.engines.ray")
 RAY_KEYS = ("executor", "replicas", "autoscaling", "ray_actor_options")
 EXECUTORS = ("local", "ray")
 RAY_NAMESPACE = "seedream"
+#: a job whose replica died before it delivered an image is sent once more (Serve picks a live replica)
+RETRIES_BEFORE_FIRST_IMAGE = 1
 
 PackedImage = tuple[str, tuple[int, int], bytes]
 
@@ -217,7 +219,27 @@ class RayEngine(Engine):
 
         if self._handle is None:
             raise EngineError(f"The model {self.model.name} is not deployed on Ray yet.")
-        stream = self._handle.options(stream=True).generate.remote(pack_job(job))
+        packed = pack_job(job)
+        for attempt in range(1 + RETRIES_BEFORE_FIRST_IMAGE):
+            delivered = 0
+            try:
+                async with contextlib.aclosing(self._stream(job, packed)) as results:  # type: ignore[type-var]
+                    async for result in results:
+                        delivered += 1
+                        yield result
+                return
+            except (RayError, RayServeException) as exc:
+                if delivered == 0 and attempt < RETRIES_BEFORE_FIRST_IMAGE:  # nothing delivered: go elsewhere
+                    log.warning("ray: model %s request_id=%s: %r; retrying", self.model.name, job.request_id, exc)
+                    continue
+                log.error("ray: model %s failed mid-job request_id=%s: %r", self.model.name, job.request_id, exc)
+                raise EngineError(
+                    f"The Ray replica serving {self.model.name} failed during this request ({type(exc).__name__})."
+                ) from exc
+
+    async def _stream(self, job: ImageJob, packed: Any) -> AsyncIterator[ImageResult]:
+        """One streaming call to a replica: progress to the hooks, results yielded, engine errors raised."""
+        stream = self._handle.options(stream=True).generate.remote(packed)
         try:
             async for kind, item, replica in stream:
                 if kind == "progress":
@@ -231,11 +253,6 @@ class RayEngine(Engine):
                         result.index,
                     )  # fmt: skip
                     yield result
-        except (RayError, RayServeException) as exc:
-            log.error("ray: model %s failed mid-job request_id=%s: %r", self.model.name, job.request_id, exc)
-            raise EngineError(
-                f"The Ray replica serving {self.model.name} failed during this request ({type(exc).__name__})."
-            ) from exc
         finally:
             stream.cancel()  # the client left or the job stopped: stop the replica's generator too
 
