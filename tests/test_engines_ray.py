@@ -188,3 +188,13 @@ def test_a_model_file_path_is_all_a_replica_needs(tmp_path: Path) -> None:
 
     _, inner = split_placement(ModelConfig("x", "diffusers", options={"source": str(tmp_path), "executor": "ray"}))
     assert pickle.loads(pickle.dumps(inner)) == inner
+
+
+def test_serve_config_files_build_the_same_application() -> None:
+    """``import_path: seedream_server.engines.ray:build_app`` (Serve config files, KubeRay RayService)."""
+    from seedream_server.engines.ray import build_app
+
+    app = build_app({"name": "sdxl", "engine": "preview", "options": {"replicas": 2}})
+    assert type(app).__name__ == "Application"
+    with pytest.raises(ValueError, match="replicas must be an integer"):
+        build_app({"name": "sdxl", "options": {"replicas": 0}})

@@ -210,8 +210,7 @@ class RayEngine(Engine):
                 return serve.get_app_handle(name)
         log.info("ray: deploying model %s (%s)", name, self.placement.deployment_options())
         serve.start(proxy_location="Disabled")  # no HTTP proxy: only deployment handles reach the replicas
-        deployment = serve.deployment(name="engine", **self.placement.deployment_options())(EngineReplica)
-        return serve.run(deployment.bind(self.model), name=name, route_prefix=None)
+        return serve.run(_application(self.model, self.placement), name=name, route_prefix=None)
 
     async def generate(self, job: ImageJob) -> AsyncIterator[ImageResult]:
         from ray.exceptions import RayError
@@ -273,6 +272,30 @@ class RayEngine(Engine):
         if self._connected:
             self._connected = False
             await asyncio.to_thread(_CONNECTION.release)
+
+
+def _application(model: ModelConfig, placement: RayPlacement) -> Any:
+    from ray import serve
+
+    deployment = serve.deployment(name="engine", **placement.deployment_options())(EngineReplica)
+    return deployment.bind(model)
+
+
+def build_app(args: dict[str, Any]) -> Any:
+    """A Serve application builder, for Serve config files and KubeRay's ``RayService``::
+
+        import_path: seedream_server.engines.ray:build_app
+        args: {name: sdxl, engine: diffusers, options: {source: /models/sdxl, replicas: 2, ...}}
+
+    The application must be named after the model (``name: sdxl``, ``route_prefix: null``); API processes
+    then find it running instead of deploying it. ``options`` is the model's ``[[models]]`` table without
+    ``name`` and ``engine`` (the Ray keys included; ``executor`` may be left out).
+    """
+    options = {"executor": "ray", **dict(args.get("options", {}))}
+    model = ModelConfig(name=str(args["name"]), engine=str(args.get("engine", "preview")), options=options)
+    placement, inner = split_placement(model)
+    assert placement is not None
+    return _application(inner, placement)
 
 
 class EngineReplica:
