@@ -205,7 +205,8 @@ class RayEngine(Engine):
         name = self.model.name
         with contextlib.suppress(RayServeException, KeyError):
             status = serve.status().applications.get(name)
-            if status is not None and str(status.status).endswith("RUNNING"):
+            # DEPLOYING: another API process is deploying it (its replicas may be loading weights): wait for it
+            if status is not None and str(status.status).endswith(("RUNNING", "DEPLOYING")):
                 log.info("ray: model %s found running on the cluster", name)
                 return serve.get_app_handle(name)
         log.info("ray: deploying model %s (%s)", name, self.placement.deployment_options())
