@@ -31,6 +31,9 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+# Ray's own traffic on loopback (read when Ray is imported; the servers started here inherit it)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 from typing import Any
 
 import boto3

@@ -13,6 +13,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+# a local Ray (tests of engines/ray.py and the scale-out topology) must use loopback for its own traffic;
+# Ray reads this when imported, and server subprocesses inherit it
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 from seedream_server.config import Settings, load_settings
 from seedream_server.http import create_app
 from support import running, wait_until

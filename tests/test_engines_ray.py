@@ -97,6 +97,7 @@ def test_images_and_jobs_cross_the_handle_as_bytes() -> None:
 def ray_address() -> Iterator[str]:
     """A local Ray of 2 CPUs for this module; the engines connect to it by its address."""
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2, namespace="seedream-tests")
+    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")  # Ray's own traffic on loopback
     try:
         yield str(ray.get_runtime_context().gcs_address)
     finally:

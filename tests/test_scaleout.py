@@ -105,6 +105,7 @@ def _aws() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2, namespace="seedream-tests")
+    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")  # Ray's own traffic on loopback
     try:
         yield str(ray.get_runtime_context().gcs_address)
     finally:

@@ -136,6 +136,10 @@ def unpack_result(packed: tuple[ImageResult, PackedImage | None]) -> ImageResult
 # -- the process's connection to Ray (ray.init is per process, so this is one per process) ------------------
 
 
+#: read by Ray when it is imported: "0" makes a local Ray use 127.0.0.1 for its own addresses
+LOOPBACK_RAY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
 class _Connection:
     """Connects this process to Ray once (unless something else in it already did); disconnects when the last
     Ray model closes, if it connected."""
@@ -146,6 +150,8 @@ class _Connection:
         self.owned = False
 
     def acquire(self, address: str) -> None:
+        if not address:  # a Ray of this machine alone: its processes talk over loopback, not the interface
+            os.environ.setdefault(LOOPBACK_RAY_ENV, "0")
         import ray
 
         with self.lock:
