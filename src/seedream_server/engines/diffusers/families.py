@@ -14,6 +14,7 @@ call argument carries the guidance, and the defaults (steps, guidance, native pi
 | ``flux-kontext`` | FluxKontextPipeline | 1 edit image |
 | ``flux2`` | Flux2Pipeline | up to 10 |
 | ``flux2-klein`` | Flux2KleinPipeline | up to 10 |
+| ``flux2-klein-kv`` | Flux2KleinKVPipeline (klein's KV variant) | up to 10, their keys/values cached after step 1 |
 | ``qwen-image`` | QwenImagePipeline | 1 via img2img (``from_pipe``) |
 | ``qwen-image-edit`` | QwenImageEditPipeline | 1 edit image |
 | ``qwen-image-edit-plus`` | QwenImageEditPlusPipeline (2509, 2511) | up to 3 |
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -47,7 +49,7 @@ class Family:
     max_references: int
     steps: int
     guidance_scale: float
-    #: the call argument that carries the request's guidance (Qwen-Image uses true CFG)
+    #: the call argument that carries the request's guidance (Qwen-Image uses true CFG; "" = the pipeline has none)
     guidance_arg: str = "guidance_scale"
     native_pixels: int = 1024 * 1024
     #: the pipeline takes a list of prompts (and generators) in one call
@@ -58,6 +60,8 @@ class Family:
     negative_prompt: bool = False
     #: the pipeline decomposes its input image into RGBA layers (``layer_decomposition`` requests only)
     layered: bool = False
+    #: an AutoencoderTiny (taesd, taesdxl, taef1) can stand in for the VAE (``vae = "tiny"``)
+    tiny_vae: bool = False
     description: str = ""
 
 
@@ -70,6 +74,7 @@ FAMILIES: tuple[Family, ...] = (
         steps=30,
         guidance_scale=7.5,
         native_pixels=512 * 512,
+        tiny_vae=True,
         description="Stable Diffusion 1.x/2.x",
     ),
     Family(
@@ -79,6 +84,7 @@ FAMILIES: tuple[Family, ...] = (
         1,
         steps=30,
         guidance_scale=5.0,
+        tiny_vae=True,
         description="Stable Diffusion XL",
     ),
     Family(
@@ -88,6 +94,7 @@ FAMILIES: tuple[Family, ...] = (
         1,
         steps=28,
         guidance_scale=3.5,
+        tiny_vae=True,
         description="FLUX.1",
     ),
     Family(
@@ -98,6 +105,7 @@ FAMILIES: tuple[Family, ...] = (
         steps=28,
         guidance_scale=2.5,
         batchable=False,
+        tiny_vae=True,
         description="FLUX.1 Kontext",
     ),
     Family(
@@ -119,6 +127,17 @@ FAMILIES: tuple[Family, ...] = (
         guidance_scale=4.0,
         min_reference_side=64,
         description="FLUX.2 [klein]",
+    ),
+    Family(
+        "flux2-klein-kv",
+        ("Flux2KleinKVPipeline",),
+        "list",
+        10,
+        steps=4,
+        guidance_scale=1.0,
+        guidance_arg="",  # step-distilled: the KV pipeline takes no guidance
+        min_reference_side=64,
+        description="FLUX.2 [klein] KV",
     ),
     Family(
         "qwen-image",
@@ -172,6 +191,8 @@ FAMILIES: tuple[Family, ...] = (
 )
 
 _BY_CLASS = {cls: family for family in FAMILIES for cls in family.classes}
+#: a distilled klein checkpoint named like FLUX.2-klein-9b-kv is its KV variant
+_KV_NAME = re.compile(r"klein[^ /]*[-_]kv\b")
 
 
 @dataclass(frozen=True)
@@ -236,6 +257,11 @@ def detect(model_dir: Path, source: str = "") -> ModelInfo:
             steps, guidance, distilled = 4, 0.0, True
     elif family.name == "flux2-klein" and index.get("is_distilled") is True:
         steps, guidance, distilled = 4, 1.0, True
+        if _KV_NAME.search(f"{source} {model_dir.name}".lower()):
+            # klein's KV checkpoints: reference keys/values computed once per call (Flux2KleinKVPipeline)
+            family, class_name = _BY_CLASS["Flux2KleinKVPipeline"], "Flux2KleinKVPipeline"
+    elif family.name == "flux2-klein-kv":
+        distilled = True
     return ModelInfo(family, class_name, steps, guidance, pixels, distilled)
 
 

@@ -52,6 +52,30 @@ def _non_empty(value: Any) -> bool:
     return bool(value)
 
 
+CACHES = ("none", "first-block", "taylorseer", "magcache", "faster")
+QUANTIZATIONS = ("none", "int8wo", "fp8wo", "fp8", "nf4")
+
+
+def _floats(text: str) -> tuple[float, ...] | None:
+    """``"1.0, 0.98"`` as numbers, or ``None`` when it is not a list of positive numbers."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        return None
+    return values if values and all(v > 0 for v in values) else None
+
+
+def _sizes(text: str) -> tuple[tuple[int, int], ...] | None:
+    """``"1024x1024,1360x768"`` as (width, height) pairs, or ``None`` when malformed."""
+    sizes = []
+    for part in text.lower().replace(" ", "").split(","):
+        width, _, height = part.partition("x")
+        if not (width.isdigit() and height.isdigit()) or not (16 <= int(width) <= 8192 and 16 <= int(height) <= 8192):
+            return None
+        sizes.append((int(width), int(height)))
+    return tuple(sizes) or None
+
+
 @dataclass(frozen=True)
 class DiffusersOptions:
     """Typed options of one diffusers model, and THE option table: docs and checks come from the fields."""
@@ -80,9 +104,10 @@ class DiffusersOptions:
     )
     offload: str = option(
         "none",
-        "'none', 'model' (enable_model_cpu_offload) or 'sequential' (GPU memory saver).",
-        rule="none, model or sequential",
-        check=lambda v: v in {"none", "model", "sequential"},
+        "'none', 'model' (enable_model_cpu_offload), 'sequential' (least GPU memory, slowest) or 'group' "
+        "(enable_group_offload: one block at a time, overlapped with compute on CUDA).",
+        rule="none, model, sequential or group",
+        check=lambda v: v in {"none", "model", "sequential", "group"},
     )
     steps: int | None = option(
         None, "Denoising steps.", shown="family", rule="an integer in 1..1000", check=_between(1, 1000)
@@ -152,6 +177,91 @@ class DiffusersOptions:
         check=_between(1, 16),
     )
 
+    # -- speed options (docs/engines.md "Speed options"; applied by speed.py, probed at start) --
+    cache: str = option(
+        "none",
+        "Step cache on the transformer: 'first-block', 'taylorseer', 'magcache' or 'faster' (diffusers hooks; "
+        "output moves from the exact one).",
+        rule="none, first-block, taylorseer, magcache or faster",
+        check=lambda v: v in CACHES,
+    )
+    cache_threshold: float | None = option(
+        None,
+        "first-block: relative change of the first block's residual under which the rest is reused (0.05); "
+        "magcache: accumulated error budget (0.06).",
+        shown="method",
+        rule="a number in (0, 1]",
+        check=lambda v: 0 < v <= 1,
+    )
+    cache_interval: int | None = option(
+        None,
+        "taylorseer: steps between full computations (5); faster: attention recomputed every N steps (2); "
+        "magcache: most steps skipped in a row (3).",
+        shown="method",
+        rule="an integer in 1..100",
+        check=_between(1, 100),
+    )
+    cache_warmup_steps: int | None = option(
+        None,
+        "taylorseer: steps computed in full before predicting (3).",
+        shown="method",
+        rule="an integer in 0..100",
+        check=_between(0, 100),
+    )
+    cache_mag_ratios: str | None = option(
+        None,
+        "magcache: the model's magnitude ratios, comma-separated (FLUX.1: diffusers' own when unset).",
+        shown="",
+        rule="comma-separated positive numbers",
+        check=lambda v: _floats(v) is not None,
+    )
+    compile: str = option(
+        "none",
+        "torch.compile the denoiser: 'regional' (compile_repeated_blocks: its repeated blocks, fast to compile) "
+        "or 'full' (the whole model); compiled during the start-up warm-up.",
+        rule="none, regional or full",
+        check=lambda v: v in {"none", "regional", "full"},
+    )
+    quantization: str = option(
+        "none",
+        "Weights of the denoiser: 'int8wo', 'fp8wo' (torchao weight-only), 'fp8' (torchao dynamic FP8, "
+        "CUDA compute >= 8.9) or 'nf4' (bitsandbytes 4-bit).",
+        rule="none, int8wo, fp8wo, fp8 or nf4",
+        check=lambda v: v in QUANTIZATIONS,
+    )
+    attention_backend: str | None = option(
+        None,
+        "diffusers' attention dispatcher backend, e.g. 'native', 'flash', 'sage', 'flex', 'xformers', '_native_cudnn'.",
+        shown="native",
+        rule="a backend name of diffusers.models.attention_dispatch.AttentionBackendName",
+        check=lambda v: bool(v) and v == v.strip().lower(),
+    )
+    vae: str = option(
+        "none",
+        "'tiled' and/or 'sliced' decoding (e.g. 'tiled,sliced': less memory at large sizes and batches), or "
+        "'tiny' (an AutoencoderTiny from tiny_vae_source: faster, approximate).",
+        rule="none, or tiled, sliced, tiled,sliced, or tiny",
+        check=lambda v: (
+            v == "none" or v == "tiny" or bool(set(v.split(",")) and set(v.split(",")) <= {"tiled", "sliced"})
+        ),
+    )
+    tiny_vae_source: str | None = option(
+        None,
+        "Local directory of an AutoencoderTiny (taesd, taesdxl, taef1) for vae = 'tiny'.",
+        shown="",
+        rule="a non-empty string",
+        check=_non_empty,
+    )
+    channels_last: bool = option(False, "channels_last memory format for the 2D-convolution parts (UNet, VAE).")
+    warmup_sizes: str | None = option(
+        None,
+        "Generation sizes (WxH, comma-separated) the start-up warm-up draws when a speed option is set, so that "
+        "no request pays compilation.",
+        shown="native square",
+        rule="comma-separated WxH sizes",
+        check=lambda v: _sizes(v) is not None,
+    )
+
     @classmethod
     def parse(cls, model: str, options: dict[str, Any]) -> DiffusersOptions:
         """Check ``options`` (a ``[[models]]`` table less name/engine/aliases) and build the options."""
@@ -169,7 +279,52 @@ class DiffusersOptions:
                 values[name] = row.take(where, options[name])
         if "dtype" in values:
             values["dtype"] = _DTYPES[values["dtype"].lower()]
-        return cls(**values)
+        parsed = cls(**values)
+        parsed._check_speed(where)
+        return parsed
+
+    def _check_speed(self, where: str) -> None:
+        """Speed options that only mean something together (checks that need no torch)."""
+        if self.vae == "tiny" and not self.tiny_vae_source:
+            raise ModelSetupError(f"{where}: vae = 'tiny' needs tiny_vae_source (a local AutoencoderTiny directory)")
+        if self.tiny_vae_source and self.vae != "tiny":
+            raise ModelSetupError(f"{where}: tiny_vae_source is set but vae is {self.vae!r} (set vae = 'tiny')")
+        for name in ("cache_threshold", "cache_interval", "cache_warmup_steps", "cache_mag_ratios"):
+            if getattr(self, name) is not None and self.cache == "none":
+                raise ModelSetupError(f"{where}: {name} is set but cache is 'none'")
+        used = {
+            "first-block": {"cache_threshold"},
+            "taylorseer": {"cache_interval", "cache_warmup_steps"},
+            "magcache": {"cache_threshold", "cache_interval", "cache_mag_ratios"},
+            "faster": {"cache_interval"},
+        }.get(self.cache, set())
+        for name in ("cache_threshold", "cache_interval", "cache_warmup_steps", "cache_mag_ratios"):
+            if getattr(self, name) is not None and self.cache != "none" and name not in used:
+                raise ModelSetupError(f"{where}: {name} does not apply to cache = {self.cache!r}")
+
+    @property
+    def speed(self) -> dict[str, Any]:
+        """The speed options set away from their defaults (what the start-up probe vouches for)."""
+        chosen: dict[str, Any] = {}
+        for name in ("cache", "compile", "quantization", "vae"):
+            if getattr(self, name) != "none":
+                chosen[name] = getattr(self, name)
+        if self.attention_backend is not None:
+            chosen["attention_backend"] = self.attention_backend
+        if self.channels_last:
+            chosen["channels_last"] = True
+        if self.offload == "group":
+            chosen["offload"] = "group"
+        return chosen
+
+    @property
+    def mag_ratios(self) -> tuple[float, ...] | None:
+        return _floats(self.cache_mag_ratios) if self.cache_mag_ratios else None
+
+    @property
+    def warmup(self) -> tuple[tuple[int, int], ...]:
+        """Configured warm-up sizes (empty: the native square size)."""
+        return (_sizes(self.warmup_sizes) or ()) if self.warmup_sizes else ()
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,16 @@ import importlib.util
 import inspect
 import logging
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from PIL import Image, ImageOps
 
+from . import speed
 from .families import Family, ModelInfo, ModelSetupError
 from .options import DiffusersOptions, looks_like_hub_id
 from .worker import Drawn, EngineStats, Interrupted, WorkItem
@@ -153,6 +155,41 @@ def _qwen_processor(model_dir: Path) -> Any:
     return _image_only_processor_class()(image_processor=image_processor, tokenizer=tokenizer)
 
 
+class Drawing(Protocol):
+    """What one pipeline call needs of an image to draw (a :class:`~.worker.WorkItem`, or a warm-up image)."""
+
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def steps(self) -> int: ...
+    @property
+    def guidance(self) -> float: ...
+    @property
+    def references(self) -> tuple[Image.Image, ...]: ...
+    @property
+    def layers(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class WarmupImage:
+    """An image of the start-up warm-up call."""
+
+    prompt: str
+    seed: int
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    references: tuple[Image.Image, ...] = ()
+    layers: int = 0
+
+
 @dataclass
 class PipelineRunner:
     """A loaded model on its device. Built and called on the device's worker thread only."""
@@ -166,8 +203,12 @@ class PipelineRunner:
     img2img: Any
     size_multiple: int
     stats: EngineStats
-    on_step: Callable[[WorkItem, int, int], None] | None = None
+    on_step: Callable[[Any, int, int], None] | None = None
     closing: bool = False
+    #: the step count the step cache was built for (MagCache schedules its skips over a fixed count)
+    cache_steps: int = 0
+    #: seconds of each start-up warm-up call (empty when no speed option asked for one)
+    warmup_seconds: list[float] = field(default_factory=list)
 
     @property
     def family(self) -> Family:
@@ -203,19 +244,19 @@ class PipelineRunner:
             and (model_dir / "processor").is_dir()
         ):
             kwargs["processor"] = _qwen_processor(model_dir)
+        kwargs.update(speed.load_arguments(name, model_dir, info, options, dtype, stack))
+        # klein's KV variant may be saved under Flux2KleinPipeline: load it as what detection found
+        loader = getattr(diffusers, info.pipeline_class) if info.family.name == "flux2-klein-kv" else None
         try:
-            pipe = diffusers.DiffusionPipeline.from_pretrained(str(model_dir), **kwargs)
+            pipe = (loader or diffusers.DiffusionPipeline).from_pretrained(str(model_dir), **kwargs)
         except Exception as exc:
-            raise ModelSetupError(f"model {name!r}: cannot load {model_dir}: {type(exc).__name__}: {exc}") from exc
+            raise ModelSetupError(f"model {name!r}: cannot load {model_dir}: {speed.one_line(exc)}") from exc
         if "Img2Img" in type(pipe).__name__:  # a checkpoint saved as img2img: its text-to-image twin
             pipe = diffusers.AutoPipelineForText2Image.from_pipe(pipe)
-        if options.offload == "model":
-            pipe.enable_model_cpu_offload(device=device)
-        elif options.offload == "sequential":
-            pipe.enable_sequential_cpu_offload(device=device)
-        else:
-            pipe.to(device)
+        _place(name, pipe, options.offload, device)
         pipe.set_progress_bar_config(disable=True)
+        steps = options.steps or info.steps
+        speed.apply(name, pipe, info, options, steps, stack)
         img2img = None
         if info.family.reference_mode == "img2img":
             img2img = diffusers.AutoPipelineForImage2Image.from_pipe(pipe)
@@ -232,7 +273,46 @@ class PipelineRunner:
             multiple,
             options.steps or info.steps,
         )
-        return cls(name, info, options, device, dtype, pipe, img2img, multiple, stats)
+        runner = cls(name, info, options, device, dtype, pipe, img2img, multiple, stats, cache_steps=steps)
+        if options.speed:
+            runner.warm_up()
+        return runner
+
+    def warm_up(self) -> None:
+        """The start-up probe: one call per warm-up size (and a batch of two where the model batches and compiles),
+        with the configured steps, through the call requests take. A speed option that fails here stops the start
+        with one line; a compiled model compiles here, not on a user's request."""
+        info, options = self.info, self.options
+        steps = options.steps or info.steps
+        guidance = options.guidance_scale if options.guidance_scale is not None else info.guidance_scale
+        image = speed.probe_image(info)
+        references = (image,) if image is not None else ()
+        layers = min(2, options.layers) if info.family.layered else 0
+        batches: list[list[WarmupImage]] = []
+        for width, height in speed.warmup_sizes(options, info, self.size_multiple):
+            one = WarmupImage("warm-up", 0, width, height, steps, guidance, references, layers)
+            batches.append([one])
+            if options.compile != "none" and self.batchable and self.max_batch_size > 1 and not references:
+                batches.append([one, WarmupImage("warm-up 2", 1, width, height, steps, guidance)])
+        stats, on_step = self.stats, self.on_step
+        self.stats, self.on_step = EngineStats(), None  # the warm-up is not a request: count nothing
+        try:
+            for batch in batches:
+                started = time.perf_counter()
+                self._call(batch, lambda: False)
+                self.warmup_seconds.append(time.perf_counter() - started)
+        except ModelSetupError:
+            raise
+        except Exception as exc:
+            raise ModelSetupError(speed.probe_failure(self.name, options, info, exc, stack)) from exc
+        finally:
+            self.stats, self.on_step = stats, on_step
+        log.info(
+            "model %s: speed options %s warmed up in %s s",
+            self.name,
+            options.speed,
+            ", ".join(f"{seconds:.1f}" for seconds in self.warmup_seconds),
+        )
 
     def unload(self) -> None:
         self.pipe = self.img2img = None
@@ -244,9 +324,16 @@ class PipelineRunner:
 
     def run(self, batch: list[WorkItem], should_stop: Callable[[], bool]) -> list[Drawn]:
         """Draw ``batch`` (compatible items) in one pipeline call; raise ``Interrupted`` if told to stop."""
+        return self._call(batch, should_stop)
+
+    def _call(self, batch: Sequence[Drawing], should_stop: Callable[[], bool]) -> list[Drawn]:
         if should_stop():
             raise Interrupted("stopped before the call")
         pipe, kwargs = self._call_arguments(batch)
+        if self.options.cache == "magcache" and kwargs["num_inference_steps"] != self.cache_steps:
+            # MagCache spreads its skips over a fixed step count: rebuild it for this call's
+            speed.enable_cache(self.name, self.pipe, self.info, self.options, kwargs["num_inference_steps"], stack)
+            self.cache_steps = kwargs["num_inference_steps"]
         stats = self.stats
 
         def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
@@ -263,8 +350,15 @@ class PipelineRunner:
         stats.largest_batch = max(stats.largest_batch, len(batch))
         stats.references += sum(len(item.references) for item in batch)
         torch = stack("torch")
-        with torch.inference_mode():
-            output = pipe(**kwargs, callback_on_step_end=on_step_end)
+        try:
+            with torch.inference_mode():
+                output = pipe(**kwargs, callback_on_step_end=on_step_end)
+        except BaseException:
+            # a call that stopped half-way leaves the step cache's state behind (the pipeline resets it at the end)
+            denoiser: Any = getattr(pipe, speed.denoiser_name(pipe), None)
+            if self.options.cache != "none" and hasattr(denoiser, "_reset_stateful_cache"):
+                denoiser._reset_stateful_cache()
+            raise
         images: list[Drawn] = list(output.images)
         if self.family.layered:  # one list of RGBA layers per prompt
             images = [tuple(layers) for layers in output.images]
@@ -278,7 +372,7 @@ class PipelineRunner:
         # seeded on the device that draws the noise (CPU for MPS, whose generators diffusers avoids)
         return torch.Generator("cpu" if self.device.startswith("mps") else self.device).manual_seed(seed)
 
-    def _call_arguments(self, batch: list[WorkItem]) -> tuple[Any, dict[str, Any]]:
+    def _call_arguments(self, batch: Sequence[Drawing]) -> tuple[Any, dict[str, Any]]:
         """The pipeline to call and its arguments for ``batch``."""
         family, first = self.family, batch[0]
         if family.layered:
@@ -289,9 +383,10 @@ class PipelineRunner:
             "height": height,
             "width": width,
             "num_inference_steps": first.steps,
-            family.guidance_arg: first.guidance,
             "output_type": "pil",
         }
+        if family.guidance_arg:
+            kwargs[family.guidance_arg] = first.guidance
         if len(batch) == 1:
             kwargs["prompt"] = first.prompt
             kwargs["generator"] = self._generator(first.seed)
@@ -323,7 +418,7 @@ class PipelineRunner:
                 kwargs["image"] = [_at_least(ref, family.min_reference_side) for ref in references]
         return pipe, kwargs
 
-    def _layered_arguments(self, item: WorkItem) -> dict[str, Any]:
+    def _layered_arguments(self, item: Drawing) -> dict[str, Any]:
         """QwenImageLayeredPipeline: the input image (RGBA) decomposed into ``item.layers`` layers. It draws at
         its own resolution bucket (640 or 1024) with the image's aspect, not at a width and height."""
         if len(item.references) != 1:
@@ -341,6 +436,30 @@ class PipelineRunner:
         if self.family.negative_prompt and item.guidance > 1:
             kwargs["negative_prompt"] = " "
         return kwargs
+
+
+def _place(name: str, pipe: Any, offload: str, device: str) -> None:
+    """Put the pipeline on its device, or set up offloading to it."""
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    elif offload == "group":
+        torch = stack("torch")
+        try:  # one block at a time; on CUDA the next block's transfer overlaps the current one's compute
+            pipe.enable_group_offload(
+                onload_device=torch.device(device),
+                offload_device=torch.device("cpu"),
+                offload_type="block_level",
+                num_blocks_per_group=1,
+                use_stream=device.startswith("cuda"),
+            )
+        except (ValueError, RuntimeError, AttributeError) as exc:
+            raise ModelSetupError(
+                f"model {name!r}: offload = 'group' is not available here: {speed.one_line(exc)}"
+            ) from exc
+    else:
+        pipe.to(device)
 
 
 def _at_least(image: Image.Image, side: int) -> Image.Image:
