@@ -72,6 +72,7 @@ def default_models() -> tuple[ModelConfig, ...]:
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 MIN_SECRET_BYTES = 32  # the same bound as storage.signing's, which also checks a stored secret.key
 
 
@@ -200,6 +201,7 @@ class Settings:
         10.0, "Timeout of one LLM planner call; on failure the rule planner decides.", positive=True
     )
     log_level: str = setting("info", "Log level: debug, info, warning, error or critical.")
+    log_format: str = setting("text", "Log lines as text (key=value) or json (one JSON object per line).")
     models: tuple[ModelConfig, ...] = field(default_factory=default_models)
     #: ``[[profiles]]`` tables of the config file: fields that change (or define) Seedream profiles
     profile_overrides: tuple[dict[str, Any], ...] = ()
@@ -209,6 +211,8 @@ class Settings:
             _check_range(row, getattr(self, row.name))
         if self.log_level.lower() not in LOG_LEVELS:
             raise ValueError(f"setting 'log_level': must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"setting 'log_format': must be text or json, got {self.log_format!r}")
         if self.signing_secret and len(self.signing_secret.encode()) < MIN_SECRET_BYTES:
             raise ValueError(
                 f"setting 'signing_secret': must be at least {MIN_SECRET_BYTES} bytes, "

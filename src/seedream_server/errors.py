@@ -29,6 +29,8 @@ envelope ``{"error": {"code", "message", "param", "type"}}``; anything else beco
 
 from __future__ import annotations
 
+SENTENCE_ENDS = (".", "!", "?", "。", "！", "？")  # a message ending otherwise gets "." before the request id
+
 
 class SeedreamError(Exception):
     """Base of every error the server reports to clients."""
@@ -56,7 +58,8 @@ class SeedreamError(Exception):
         """The Ark error body, with the request id appended to the message."""
         message = self.message
         if request_id:
-            message = f"{message} Request id: {request_id}"
+            stop = "" if message.rstrip().endswith(SENTENCE_ENDS) else "."
+            message = f"{message.rstrip()}{stop} Request id: {request_id}"
         body: dict[str, object] = {"code": self.code, "message": message, "type": self.type}
         if self.param is not None:
             body["param"] = self.param

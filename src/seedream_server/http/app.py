@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from .. import __version__
 from ..accounts import AccountError, Accounts, AccountStore, resolve_database_url
@@ -183,7 +184,7 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
     """Build the app for one settings object; ``engine_factories`` registers extra engine kinds."""
     # 1. the parts, and the lifespan that starts and stops them
     parts = build_parts(settings, engine_factories)
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with assets served from the package, not a CDN
         title="seedream-server",
         version=__version__,
         description="Seedream 4.0 image generation API (Ark `/api/v3/images/generations`, "
@@ -198,14 +199,19 @@ def create_app(settings: Settings, engine_factories: dict[str, EngineFactory] | 
     # 2. middlewares (the last added runs first) and one error envelope
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     draining = parts.lifecycle
+    refusals = RefusalRecorder(parts.accounts, parts.models, settings.auth)
     app.add_middleware(
-        AccessMiddleware, accounts=parts.accounts, auth=settings.auth, draining=lambda: draining.draining
+        AccessMiddleware,
+        accounts=parts.accounts,
+        auth=settings.auth,
+        draining=lambda: draining.draining,
+        record_refusal=refusals.record,
     )
     app.add_middleware(
         ClientTimeoutMiddleware, read_timeout=settings.http_read_timeout_s, send_timeout=settings.stream_send_timeout_s
     )
     app.add_middleware(ContextMiddleware, metrics=parts.metrics)
-    install_error_handlers(app, RefusalRecorder(parts.accounts, parts.models, settings.auth), parts.metrics)
+    install_error_handlers(app, refusals, parts.metrics)
     # 3. routers and the OpenAPI document
     app.include_router(generation_router(parts.service))
     app.include_router(models_router(parts.models))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,11 +15,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..accounts import NO_KEY, Accounts, UsageRecord
-from ..errors import InvalidParameter, NotFoundError, SeedreamError
+from ..errors import AuthenticationError, InvalidParameter, NotFoundError, SeedreamError
 from ..metrics import Metrics
 from ..models import ModelRegistry
 from ..protocol import translate_validation_error
-from .context import context_of
+from .context import context_of, context_of_scope
 
 log = logging.getLogger("seedream_server.http")
 
@@ -43,7 +43,8 @@ def error_response(exc: SeedreamError, request_id: str, headers: Mapping[str, st
 
 
 class RefusalRecorder:
-    """The ledger row of a generation request refused before its job was admitted (the job writes its own)."""
+    """The ledger row of a generation request refused before its job was admitted (the job writes its own).
+    A 401 is recorded too, under the key name ``-`` (never any part of the key that failed)."""
 
     def __init__(self, accounts: Accounts, models: ModelRegistry, auth: bool) -> None:
         self.accounts = accounts
@@ -51,11 +52,14 @@ class RefusalRecorder:
         self.auth = auth
 
     def __call__(self, request: Request, error: SeedreamError) -> None:
-        ctx = context_of(request)
-        if not request.url.path.endswith(GENERATION_SUFFIXES) or ctx.admitted:
+        self.record(request.scope, error)
+
+    def record(self, scope: MutableMapping[str, Any], error: SeedreamError) -> None:
+        ctx = context_of_scope(scope)
+        if not str(scope.get("path", "")).endswith(GENERATION_SUFFIXES) or ctx.admitted:
             return
-        if self.auth and ctx.api_key is None:
-            return
+        if self.auth and ctx.api_key is None and not isinstance(error, AuthenticationError):
+            return  # a throttled or drained request before authentication: no row
         try:  # only served names reach the ledger, never what a client made up
             name = self.models.resolve(ctx.model).name if ctx.model else "-"
         except NotFoundError:

@@ -4,6 +4,7 @@ authentication), body size limit. Each is small and wraps ``send``/``receive`` r
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -12,6 +13,7 @@ from starlette.datastructures import Headers
 
 from ..accounts import Accounts
 from ..errors import ClientDisconnected, InvalidParameter, SeedreamError, ServiceUnavailable
+from ..logs import log_request
 from ..metrics import Metrics
 from .context import context_of_scope
 from .errors import error_response
@@ -44,22 +46,77 @@ class HttpMiddleware:
 
 
 class ContextMiddleware(HttpMiddleware):
-    """Gives every request its context (request id) and an ``X-Request-Id`` header; counts responses."""
+    """Gives every request its context (request id) and an ``X-Request-Id`` header; counts responses; ends
+    every request with one structured log line (:func:`~seedream_server.logs.log_request`), refusals
+    included: request id, method, path, status, error code, key name (never the key), model, duration."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request_id = context_of_scope(scope).request_id
+        ctx = context_of_scope(scope)
+        request_id = ctx.request_id
+        seen = _ResponseSeen()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
                 self.metrics.responses.labels(str(message["status"])).inc()
+            seen.observe(message)
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        failure: BaseException | None = None
+        try:
+            await self.app(scope, receive, send_with_id)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            status, code = seen.outcome(failure)
+            key = ctx.api_key.name if ctx.api_key is not None else "-"
+            fields = {
+                "request_id": request_id,
+                "method": scope.get("method", "-"),
+                "path": str(scope.get("path", ""))[:128],
+                "status": status,
+                "code": code,
+                "key": key,
+                "model": (ctx.model or "-")[:64],
+                "duration_ms": ctx.elapsed_ms(),
+            }
+            log_request(fields, fields["path"])
+
+
+class _ResponseSeen:
+    """What a request's response said: its status and, for an error, the code of its JSON envelope."""
+
+    MAX_ERROR_BYTES = 16 * 1024  # an envelope is small; a larger error body is not read for its code
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.error_body: bytearray | None = None
+
+    def observe(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+            json_body = any(k.lower() == b"content-type" and b"json" in v for k, v in message.get("headers", []))
+            self.error_body = bytearray() if self.status >= 400 and json_body else None
+        elif message["type"] == "http.response.body" and self.error_body is not None:
+            self.error_body += message.get("body", b"")[: self.MAX_ERROR_BYTES - len(self.error_body)]
+
+    def outcome(self, failure: BaseException | None) -> tuple[int, str]:
+        if self.status is None:  # no response was started: the client left, or an error escaped
+            if failure is None or isinstance(failure, ClientDisconnected | asyncio.CancelledError):
+                return ClientDisconnected.status, ClientDisconnected.code
+            return SeedreamError.status, SeedreamError.code
+        if self.error_body is None:
+            return self.status, "-"
+        try:
+            code = json.loads(bytes(self.error_body))["error"]["code"]
+        except (ValueError, KeyError, TypeError):
+            code = "-"
+        return self.status, str(code)[:64]
 
 
 class ClientTimeoutError(ClientDisconnected):
@@ -109,13 +166,22 @@ class ClientTimeoutMiddleware(HttpMiddleware):
 
 class AccessMiddleware(HttpMiddleware):
     """Refuses new requests while the server drains (503) and requires an API key on the API routes (401;
-    429 for a client address that failed too often). The key found goes to the request context."""
+    429 for a client address that failed too often). The key found goes to the request context; a refused
+    generation request goes to ``record_refusal`` (which writes the 401s to the ledger)."""
 
-    def __init__(self, app: ASGIApp, accounts: Accounts, auth: bool, draining: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        accounts: Accounts,
+        auth: bool,
+        draining: Callable[[], bool],
+        record_refusal: Callable[[Scope, SeedreamError], None] | None = None,
+    ) -> None:
         self.app = app
         self.accounts = accounts
         self.auth = auth
         self.draining = draining
+        self.record_refusal = record_refusal  # writes the ledger row of a refused generation request (401)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = context_of_scope(scope)
@@ -132,6 +198,8 @@ class AccessMiddleware(HttpMiddleware):
                 log.exception("key store unavailable request_id=%s", ctx.request_id)
                 error = ServiceUnavailable("The API key store is unavailable; retry shortly.", retry_after=5)
         if error is not None:
+            if self.record_refusal is not None:
+                self.record_refusal(scope, error)
             await error_response(error, ctx.request_id)(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -40,11 +41,28 @@ from .errors import error_response
 log = logging.getLogger("seedream_server.http")
 
 _T = TypeVar("_T")
+NORMALIZED_SCALE = 1000  # Ark's normalized boxes are integers from 0 to 1000
 PING_S = 15  # SSE comment lines keep idle proxies from closing a stream that waits for a slow image
 
 
-def usage_of(job: Job, usage: JobUsage) -> Usage:
-    return Usage(
+class InputTokensDetails(BaseModel):
+    image_tokens: int = Field(default=0, description="Not metered: 0.")
+    text_tokens: int = Field(default=0, description="Not metered: 0.")
+
+
+class OpenAIUsage(Usage):
+    """``usage`` on the OpenAI routes: Ark's fields, then OpenAI's image usage (``input_tokens``,
+    ``input_tokens_details``, ``output_tokens``, ``total_tokens``), which clients such as LiteLLM require.
+    Seedream bills output images only, so input tokens are not metered and read 0."""
+
+    input_tokens: int = Field(default=0, description="Not metered: 0.")
+    input_tokens_details: InputTokensDetails = Field(default_factory=InputTokensDetails)
+
+
+def usage_of(job: Job, usage: JobUsage, openai: bool = False) -> Usage:
+    """The response's usage: Ark's shape, or with ``openai`` (the OpenAI routes) OpenAI's fields added."""
+    kind = OpenAIUsage if openai else Usage
+    return kind(
         generated_images=usage.generated_images,
         output_tokens=usage.output_tokens,
         total_tokens=usage.output_tokens,
@@ -58,10 +76,18 @@ def _layer_fields(event: ImageDelivered, width: int, height: int) -> dict[str, A
     layer = event.layer
     if layer is None:
         return {}
+    if layer.z_index == 0:  # the base image: its stacking order only, as Ark answers
+        return {"z_index": 0, "output_format": event.output_format}
     x0, y0, x1, y1 = layer.box
+    scale = NORMALIZED_SCALE
     box = BoundingBox(
         absolute=[x0, y0, x1, y1],
-        normalized=[round(x0 / width, 6), round(y0 / height, 6), round(x1 / width, 6), round(y1 / height, 6)],
+        normalized=[
+            round(x0 * scale / width),
+            round(y0 * scale / height),
+            round(x1 * scale / width),
+            round(y1 * scale / height),
+        ],
     )
     return {
         "z_index": layer.z_index,
@@ -91,12 +117,12 @@ def _error_event(error: SeedreamError, request_id: str) -> ServerSentEvent:
 
 
 def _sse(event: PartialSucceededEvent | PartialFailedEvent | CompletedEvent | StreamErrorEvent) -> ServerSentEvent:
-    data = event.model_dump_json(exclude_none=True)
+    data = event.model_dump_json(exclude_none=True, serialize_as_any=True)  # an OpenAIUsage keeps its fields
     return ServerSentEvent(data=data, event=event.type, sep="\n")
 
 
-async def collect(job: Job) -> ImagesResponse:
-    """Non-streaming: run the whole job, then answer with data in order and usage."""
+async def collect(job: Job, openai: bool = False) -> ImagesResponse:
+    """Non-streaming: run the whole job, then answer with data in order and usage (OpenAI's with ``openai``)."""
     data: list[ImageItem] = []
     first_failure: SeedreamError | None = None
     usage = JobUsage()
@@ -117,12 +143,12 @@ async def collect(job: Job) -> ImagesResponse:
         created=job.created,
         created_at=job.created,
         data=data,
-        usage=usage_of(job, usage),
+        usage=usage_of(job, usage, openai),
         tools=[Tool(type=t) for t in job.request.tools] or None,  # type: ignore[arg-type]
     )
 
 
-def _stream_event(job: Job, event: Event) -> ServerSentEvent:
+def _stream_event(job: Job, event: Event, openai: bool) -> ServerSentEvent:
     base: dict[str, Any] = {"model": job.request.model, "created": job.created, "created_at": job.created}
     if isinstance(event, ImageDelivered):
         return _sse(PartialSucceededEvent(**base, image_index=event.index, **_item(job, event)))
@@ -130,15 +156,15 @@ def _stream_event(job: Job, event: Event) -> ServerSentEvent:
         return _sse(PartialFailedEvent(**base, image_index=event.index, error=_failure(event.error)))
     if isinstance(event, JobAborted):
         return _error_event(event.error, job.request_id)
-    return _sse(CompletedEvent(**base, usage=usage_of(job, event.usage)))
+    return _sse(CompletedEvent(**base, usage=usage_of(job, event.usage, openai)))
 
 
-async def stream(job: Job) -> AsyncIterator[ServerSentEvent]:
+async def stream(job: Job, openai: bool = False) -> AsyncIterator[ServerSentEvent]:
     """Streaming: one event per image as soon as it is delivered, then completed and [DONE]."""
     try:
         async with contextlib.aclosing(job.events()) as events:
             async for event in events:
-                yield _stream_event(job, event)
+                yield _stream_event(job, event, openai)
                 if isinstance(event, JobAborted):
                     return
         yield ServerSentEvent(data="[DONE]", sep="\n")
@@ -171,11 +197,13 @@ async def unless_disconnected(receive: Receive, work: Awaitable[_T]) -> _T:
 
 
 class JobResponse(Response):
-    """The response of an admitted job: the job lives, and settles, inside this response."""
+    """The response of an admitted job: the job lives, and settles, inside this response. ``openai_usage``
+    (set by the OpenAI routes) adds OpenAI's fields to ``usage``; the Ark route keeps Ark's shape exactly."""
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, openai_usage: bool = False) -> None:
         super().__init__()
         self.job = job
+        self.openai_usage = openai_usage
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         job = self.job
@@ -191,14 +219,14 @@ class JobResponse(Response):
                 return
             # 7. the images, streamed or collected
             if job.request.stream:
-                response: Response = EventSourceResponse(stream(job), sep="\n", ping=PING_S)
+                response: Response = EventSourceResponse(stream(job, self.openai_usage), sep="\n", ping=PING_S)
             else:
                 try:
-                    body = await unless_disconnected(receive, collect(job))
+                    body = await unless_disconnected(receive, collect(job, self.openai_usage))
                 except ClientDisconnected:
                     return
                 except SeedreamError as exc:
                     response = error_response(exc, job.request_id)
                 else:
-                    response = JSONResponse(body.model_dump(exclude_none=True))
+                    response = JSONResponse(body.model_dump(exclude_none=True, serialize_as_any=True))
             await response(scope, receive, send)

@@ -23,7 +23,7 @@ from typing import Final
 
 import httpx
 
-from .errors import ReferenceRejected, UnsafeAddress
+from .errors import ReferenceRejected, UnsafeAddress, not_a_reference, short
 
 __all__ = [
     "AllowEntry",
@@ -230,7 +230,7 @@ def parse_host(host: str) -> IPAddress | None:
         try:
             return ipaddress.IPv6Address(text)
         except ValueError as exc:
-            raise ReferenceRejected(f"invalid IPv6 address {host!r}") from exc
+            raise ReferenceRejected(f"invalid IPv6 address {short(host, 64)}") from exc
     if text.endswith("."):
         text = text[:-1]
     parts = text.split(".")
@@ -248,7 +248,7 @@ def parse_host(host: str) -> IPAddress | None:
             value |= n << (8 * (3 - i))
         return ipaddress.IPv4Address(value)
     except ValueError as exc:
-        raise ReferenceRejected(f"invalid IPv4 address {host!r}") from exc
+        raise ReferenceRejected(f"invalid IPv4 address {short(host, 64)}") from exc
 
 
 def _ascii_host(name: str) -> str:
@@ -341,12 +341,10 @@ def parse_target(text: str, allowlist: Sequence[AllowEntry], *, base: httpx.URL 
     try:
         url = base.join(text) if base is not None else httpx.URL(text)
     except (httpx.InvalidURL, ValueError, TypeError) as exc:
-        raise ReferenceRejected(f"invalid URL ({exc})") from exc
+        reason = str(exc) if len(str(exc)) <= 80 else str(exc)[:80] + "…"  # httpx quotes the input
+        raise ReferenceRejected(f"invalid URL ({reason})") from exc
     if url.scheme not in ("http", "https"):
-        scheme = url.scheme or text.split(":", 1)[0]
-        raise ReferenceRejected(
-            f"unsupported scheme '{scheme}' (use an http(s) URL or a data:image/<format>;base64 URI)"
-        )
+        raise not_a_reference(text, url.scheme)
     if url.userinfo:
         raise ReferenceRejected("URLs with user info (user:password@) are not allowed")
     # the IDNA (punycode) form, as DNS, SNI, the Host header and the allowlist see it: url.host is the
@@ -362,7 +360,7 @@ def parse_target(text: str, allowlist: Sequence[AllowEntry], *, base: httpx.URL 
     else:
         host = host.rstrip(".")
         if not HOST_NAME.match(host):
-            raise ReferenceRejected(f"invalid host name {host!r}")
+            raise ReferenceRejected(f"invalid host name {short(host, 64)}")
         if host == "localhost" or host.endswith(".localhost"):
             addresses = _LOCALHOST  # RFC 6761: always loopback; answered here, never asked of DNS
     target = Target(url=url, host=host, port=port, addresses=addresses)

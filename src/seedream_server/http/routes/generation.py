@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -35,23 +36,26 @@ def generation_router(service: ImageService) -> APIRouter:
     router = APIRouter()
     policy = service.reference_policy
 
-    async def respond(request: Request, generation: GenerationRequest) -> JobResponse:
+    async def respond(request: Request, generation: GenerationRequest, openai: bool) -> JobResponse:
         ctx = context_of(request)
         job = await service.admit(generation, ctx.request_id, key=ctx.api_key)
         ctx.admitted = True  # from here the job settles its queue place, limit and ledger row
         await service.prepare(job)
-        return JobResponse(job)
+        return JobResponse(job, openai_usage=openai)  # OpenAI routes: usage in OpenAI's shape too
 
-    async def generate(request: Request, body: ImageGenerationRequest) -> JobResponse:
-        context_of(request).model = body.model
-        if body.model_extra:
-            log.debug("ignoring unknown fields %s", sorted(body.model_extra))
-        return await respond(request, to_generation_request(body))
+    def generation_handler(openai: bool) -> Callable[[Request, ImageGenerationRequest], Awaitable[JobResponse]]:
+        async def generate(request: Request, body: ImageGenerationRequest) -> JobResponse:
+            context_of(request).model = body.model
+            if body.model_extra:
+                log.debug("ignoring unknown fields %s", sorted(body.model_extra))
+            return await respond(request, to_generation_request(body), openai)
 
-    for path in ("/api/v3/images/generations", "/v1/images/generations"):
+        return generate
+
+    for path, openai in (("/api/v3/images/generations", False), ("/v1/images/generations", True)):
         router.add_api_route(
             path,
-            generate,
+            generation_handler(openai),
             methods=["POST"],
             response_model=ImagesResponse,
             responses=GENERATION_RESPONSES,
@@ -71,7 +75,7 @@ def generation_router(service: ImageService) -> APIRouter:
                         context_of(request).model = value
                     continue
                 uploads.append(await _read_upload(name, value, len(uploads), policy.max_bytes))
-        return await respond(request, edit_form_to_request(fields, uploads))
+        return await respond(request, edit_form_to_request(fields, uploads), True)
 
     router.add_api_route(
         "/v1/images/edits",
