@@ -150,11 +150,13 @@ async def test_default_size_is_2048_square(client: httpx.AsyncClient) -> None:
 async def test_n_gives_independent_images_and_counts_usage(client: httpx.AsyncClient) -> None:
     payload = await generate(client, PATHS[1], n=3, seed=11, response_format="b64_json")
     assert len(payload["data"]) == 3
-    assert payload["usage"] == {
+    assert payload["usage"] == {  # the OpenAI route: Ark's usage, then OpenAI's fields
         "generated_images": 3,
         "output_tokens": 3 * 3600,
         "total_tokens": 3 * 3600,
         "input_images": 0,
+        "input_tokens": 0,
+        "input_tokens_details": {"image_tokens": 0, "text_tokens": 0},
     }
     images = [decode(base64.b64decode(item["b64_json"])).convert("RGB") for item in payload["data"]]
     assert all(image.size == (1280, 720) for image in images)

@@ -158,13 +158,15 @@ async def test_every_request_after_auth_is_in_the_ledger(app: FastAPI, client: h
     bad_size = await client.post(GENERATIONS, json=body(model="seedream-4.0", size="7x7"), headers=bearer(keys.full))
     assert_error(bad_size, 400, "InvalidParameter")
     unknown = await client.post(GENERATIONS, json=body(model="nope"), headers=bearer(keys.full))
-    await client.post(GENERATIONS, json=body(), headers=bearer(keys.revoked))  # 401: not in the ledger
+    revoked = await client.post(GENERATIONS, json=body(), headers=bearer(keys.revoked))  # 401: in the ledger as "-"
     await client.get("/v1/models", headers=bearer(keys.full))  # not a generation: not in the ledger
     streamed = await client.post(GENERATIONS, json=body(stream=True), headers=bearer(keys.by_alias))
     assert streamed.status_code == 200 and "[DONE]" in streamed.text
 
     rows = {r.request_id: r for r in await ledger(app)}
-    assert len(rows) == 6
+    assert len(rows) == 7
+    refused = rows[revoked.headers["x-request-id"]]
+    assert (refused.key_name, refused.model, refused.images, refused.status) == ("-", "-", 0, "AuthenticationError")
     row = rows[ok.headers["x-request-id"]]
     assert (row.key_name, row.model, row.images, row.tokens, row.status) == ("full", MODEL, 2, 2 * 3600, "ok")
     assert row.duration_ms >= 0 and row.ts is not None

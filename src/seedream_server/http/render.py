@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -29,6 +28,7 @@ from ..protocol import (
     ErrorBody,
     ImageItem,
     ImagesResponse,
+    OpenAIUsage,
     PartialFailedEvent,
     PartialSucceededEvent,
     StreamErrorEvent,
@@ -43,20 +43,6 @@ log = logging.getLogger("seedream_server.http")
 _T = TypeVar("_T")
 NORMALIZED_SCALE = 1000  # Ark's normalized boxes are integers from 0 to 1000
 PING_S = 15  # SSE comment lines keep idle proxies from closing a stream that waits for a slow image
-
-
-class InputTokensDetails(BaseModel):
-    image_tokens: int = Field(default=0, description="Not metered: 0.")
-    text_tokens: int = Field(default=0, description="Not metered: 0.")
-
-
-class OpenAIUsage(Usage):
-    """``usage`` on the OpenAI routes: Ark's fields, then OpenAI's image usage (``input_tokens``,
-    ``input_tokens_details``, ``output_tokens``, ``total_tokens``), which clients such as LiteLLM require.
-    Seedream bills output images only, so input tokens are not metered and read 0."""
-
-    input_tokens: int = Field(default=0, description="Not metered: 0.")
-    input_tokens_details: InputTokensDetails = Field(default_factory=InputTokensDetails)
 
 
 def usage_of(job: Job, usage: JobUsage, openai: bool = False) -> Usage:

@@ -79,6 +79,7 @@ def run_server(app: FastAPI, settings: Settings) -> None:
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
+        log_config=None,  # uvicorn logs through the handlers configure_logging set (text or JSON)
         http=functools.partial(HeaderTimeoutH11Protocol, header_timeout=settings.http_read_timeout_s),  # type: ignore[arg-type]
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
     )

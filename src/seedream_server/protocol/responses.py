@@ -51,6 +51,20 @@ class Usage(BaseModel):
     tool_usage: ToolUsage | None = Field(default=None, description="With tools: how often each was used.")
 
 
+class InputTokensDetails(BaseModel):
+    image_tokens: int = Field(default=0, description="Not metered: 0.")
+    text_tokens: int = Field(default=0, description="Not metered: 0.")
+
+
+class OpenAIUsage(Usage):
+    """``usage`` on the OpenAI routes: Ark's fields, then OpenAI's image usage (``input_tokens``,
+    ``input_tokens_details``, ``output_tokens``, ``total_tokens``), which clients such as LiteLLM require.
+    Seedream bills output images only, so input tokens are not metered and read 0."""
+
+    input_tokens: int = Field(default=0, description="Not metered: 0.")
+    input_tokens_details: InputTokensDetails = Field(default_factory=InputTokensDetails)
+
+
 class ImagesResponse(BaseModel):
     model: str
     created: int = Field(description="Unix seconds.")

@@ -7,7 +7,8 @@ constructing :class:`DiffusersEngine` without them raises :class:`ModelSetupErro
 
 Modules: ``options`` (the ``[[models]]`` keys), ``families`` (detection, sizes; pure), ``worker`` (one
 thread per device, dynamic batching, cancellation), ``pipelines`` (loading and calling; all the torch),
-``speed`` (caches, compilation, quantization, attention backends, VAE options; the start-up probe), ``engine`` (the ``Engine`` implementation).
+``speed`` (caches, compilation, quantization, attention backends, VAE options; the start-up probe),
+``engine`` (the ``Engine`` implementation).
 """
 
 from ..base import Progress, ProgressHook

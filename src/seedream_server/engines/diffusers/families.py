@@ -62,6 +62,8 @@ class Family:
     layered: bool = False
     #: an AutoencoderTiny (taesd, taesdxl, taef1) can stand in for the VAE (``vae = "tiny"``)
     tiny_vae: bool = False
+    #: the pipeline cannot draw from a prompt alone (it needs an input image)
+    needs_image: bool = False
     description: str = ""
 
 
@@ -160,6 +162,7 @@ FAMILIES: tuple[Family, ...] = (
         guidance_arg="true_cfg_scale",
         negative_prompt=True,
         batchable=False,
+        needs_image=True,
         description="Qwen-Image-Edit",
     ),
     Family(
@@ -172,6 +175,7 @@ FAMILIES: tuple[Family, ...] = (
         guidance_arg="true_cfg_scale",
         negative_prompt=True,
         batchable=False,
+        needs_image=True,
         description="Qwen-Image-Edit Plus (2509/2511)",
     ),
     Family(
@@ -186,6 +190,7 @@ FAMILIES: tuple[Family, ...] = (
         batchable=False,
         negative_prompt=True,
         layered=True,
+        needs_image=True,
         description="Qwen-Image-Layered",
     ),
 )

@@ -154,7 +154,8 @@ def apply(name: str, pipe: Any, info: ModelInfo, options: DiffusersOptions, step
     if options.cache != "none":
         enable_cache(name, pipe, info, options, steps, stack)
     if options.compile != "none":
-        _compile(name, denoiser, options.compile, stack)
+        # a cache's hooks leave regions to eager mode (torch.compiler.disable): no full graph with them
+        _compile(name, denoiser, options.compile, fullgraph=options.cache == "none")
 
 
 def enable_cache(name: str, pipe: Any, info: ModelInfo, options: DiffusersOptions, steps: int, stack: Stack) -> None:
@@ -216,12 +217,12 @@ def denoiser_dtype(pipe: Any) -> Any:
     return getattr(getattr(pipe, denoiser_name(pipe)), "dtype", None)
 
 
-def _compile(name: str, denoiser: Any, mode: str, stack: Stack) -> None:
+def _compile(name: str, denoiser: Any, mode: str, fullgraph: bool) -> None:
     try:
         if mode == "regional":
-            denoiser.compile_repeated_blocks(fullgraph=True)
+            denoiser.compile_repeated_blocks(fullgraph=fullgraph)
         else:
-            denoiser.compile(fullgraph=True)
+            denoiser.compile(fullgraph=fullgraph)
     except (ValueError, RuntimeError) as exc:
         raise ModelSetupError(f"model {name!r}: compile = {mode!r} is not available here: {one_line(exc)}") from exc
 
@@ -251,7 +252,7 @@ def probe_image(info: ModelInfo) -> Image.Image | None:
     """A reference for the warm-up call of families that cannot draw from a prompt alone."""
     if info.family.layered:
         return Image.new("RGBA", (64, 64), (128, 96, 64, 255))
-    if info.family.reference_mode == "single":
+    if info.family.needs_image or info.family.reference_mode == "single":
         return Image.new("RGB", (64, 64), (128, 96, 64))
     return None
 
