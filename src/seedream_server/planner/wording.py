@@ -3,7 +3,7 @@ words, so that a real model reads it as ONE picture.
 
 A text-to-image model takes "生成3张…", "四格漫画", "a set of four stickers" literally and draws three
 panels, a four-panel strip or a sticker sheet inside one image. :func:`one_image` rewrites every such
-phrase of a group prompt by the tables of :data:`~.rules.CN_REWRITES` and :data:`~.rules.EN_REWRITES`:
+phrase of a group prompt by the tables of :data:`~.wording_rules.CN_REWRITES` and :data:`~.wording_rules.EN_REWRITES`:
 
 * Chinese count phrases are dropped, the verb and the noun stay: "生成3张可爱小狗的图片" ->
   "生成可爱小狗的图片", "帮我设计三款咖啡包装" -> "帮我设计咖啡包装", "九宫格头像" -> "头像"; a comic
@@ -39,7 +39,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from . import rules
+from . import rules as tables
+from . import wording_rules as rules
 from .counting import cn_int, en_int
 
 VARIANT_SLOT: Final = "\ue000"
@@ -106,7 +107,7 @@ def one_image(prompt: str) -> str:
 
     The :data:`VARIANT_SLOT` character, if present, is kept where it is.
     """
-    masked = rules.QUOTED.sub(lambda q: _QUOTE_MASK * len(q[0]), prompt.translate(rules.FOLD))
+    masked = tables.QUOTED.sub(lambda q: _QUOTE_MASK * len(q[0]), prompt.translate(tables.FOLD))
     edits: list[tuple[int, int, str]] = []
     for rule in (*rules.CN_REWRITES, *rules.EN_REWRITES):
         for m in rule.pattern.finditer(masked):
