@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("diffusers")
 torch = pytest.importorskip("torch")
@@ -31,7 +32,8 @@ SMALL = 64 * 64
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny-speed")
     built = {
-        name: tiny_pipelines.BUILDERS[name](root / name) for name in ("sdxl", "flux1", "flux2-klein", "qwen-image")
+        name: tiny_pipelines.BUILDERS[name](root / name)
+        for name in ("sdxl", "flux1", "flux2-klein", "qwen-image", "qwen-image-edit-plus")
     }
     built["flux2-klein-kv"] = build_flux2_klein_kv(root / "flux2-klein-kv")
     built["taesd"] = build_tiny_autoencoder(root / "taesd")
@@ -280,6 +282,38 @@ def test_regional_compile_is_warmed_up_at_start_and_requests_do_not_recompile(ti
             await draw(engine)
             await draw(engine, count=2)
             assert counters["stats"]["unique_graphs"] == graphs  # no request compiled anything
+        finally:
+            await engine.aclose()
+
+    run(go())
+
+
+def test_a_cache_combines_with_regional_compilation(tiny: dict[str, Path]) -> None:
+    # the cache hooks leave regions to eager mode, so the blocks are compiled without fullgraph
+    async def go() -> None:
+        engine = await started(tiny["flux2-klein"], cache="taylorseer", compile="regional", steps=6)
+        try:
+            assert len(await draw(engine)) == 1
+        finally:
+            await engine.aclose()
+
+    run(go())
+
+
+def test_edit_families_are_probed_with_an_input_image(tiny: dict[str, Path]) -> None:
+    async def go() -> None:
+        engine = await started(tiny["qwen-image-edit-plus"], cache="taylorseer", guidance_scale=1.0)
+        try:
+            assert engine._runner is not None and len(engine._runner.warmup_seconds) == 1
+            job = ImageJob(
+                model="m",
+                tasks=(ImageTask(index=0, prompt="make it blue", seed=3),),
+                width=64,
+                height=64,
+                request_id="edit",
+                references=(Image.new("RGB", (64, 64), "red"),),
+            )
+            assert [result.index async for result in engine.generate(job)] == [0]
         finally:
             await engine.aclose()
 
