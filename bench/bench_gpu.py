@@ -367,7 +367,7 @@ def bare(setup: Setup, batch_sizes: tuple[int, ...]) -> tuple[Row, np.ndarray, l
     """The plain diffusers call (what the engine passes, nothing else) and the batch-size sweep."""
     from diffusers import DiffusionPipeline
 
-    from seedream_server.engines.diffusers.pipelines import _qwen_processor
+    from seedream_server.engines.diffusers.loading import _qwen_processor
 
     info = detect(setup.model_dir)
     extra: dict[str, Any] = {}

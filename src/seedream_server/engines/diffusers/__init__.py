@@ -14,8 +14,8 @@ thread per device, dynamic batching, cancellation), ``pipelines`` (loading and c
 from ..base import Progress, ProgressHook
 from .engine import DiffusersEngine
 from .families import FAMILIES, Family, ModelInfo, ModelSetupError, detect, native_size
+from .loading import INSTALL_HINT
 from .options import OPTIONS, DiffusersOptions
-from .pipelines import INSTALL_HINT
 from .worker import EngineStats
 
 __all__ = [

@@ -34,8 +34,9 @@ from PIL import Image
 from ...errors import EngineError, InvalidParameter, SeedreamError, ServiceUnavailable
 from ..base import Engine, EngineCapabilities, ImageJob, ImageResult, ImageTask, Layer, Progress, ProgressHook
 from .families import Family, ModelInfo, ModelSetupError, detect, group_references, native_size
+from .loading import require_stack, resolve_device, resolve_source
 from .options import DiffusersOptions, looks_like_hub_id
-from .pipelines import PipelineRunner, require_stack, resolve_device, resolve_source
+from .pipelines import PipelineRunner
 from .worker import DeviceWorker, Drawn, EngineStats, Interrupted, WorkItem, acquire_worker, release_worker
 
 log = logging.getLogger("seedream_server.engines.diffusers")
