@@ -20,12 +20,11 @@ from typing import Any
 import httpx
 
 from ...sse import SSEDecoder, SSEEvent
-from ..base import Engine, EngineCapabilities, ImageJob, ImageResult, ReferenceMode
+from ..base import EngineCapabilities, ImageJob, ImageResult, ReferenceMode
 from .errors import clean, error_from_code, malformed, request_id_of, transport_error
-from .keys import KeyPool
 from .options import UpstreamOptions
 from .rehost import image_result
-from .transport import Upstream
+from .relay import RelayEngine
 
 GENERATIONS = "images/generations"
 PARTIAL_SUCCEEDED = "image_generation.partial_succeeded"
@@ -33,41 +32,28 @@ PARTIAL_FAILED = "image_generation.partial_failed"
 COMPLETED = "image_generation.completed"
 
 
-class ArkEngine(Engine):
+class ArkEngine(RelayEngine):
     """One model relayed to Ark."""
 
     kind = "ark"
 
     def __init__(self, name: str, options: UpstreamOptions) -> None:
-        self.name = name
-        self.options = options
-        keys = KeyPool(options.keys)
-        self.upstream = Upstream(name, (options.base_url,), keys, options.timeout_s, options.max_retries)
-        self._capabilities = EngineCapabilities(
-            max_references=14,
-            references=ReferenceMode.FORWARDED,
-            plans_groups=True,
-            layer_decomposition=True,  # forwarded: Ark decomposes
-            description=f"relayed to Ark as {options.upstream_model}",
+        super().__init__(
+            name,
+            options,
+            (options.base_url,),
+            EngineCapabilities(
+                max_references=14,
+                references=ReferenceMode.FORWARDED,
+                plans_groups=True,
+                layer_decomposition=True,  # forwarded: Ark decomposes
+                description=f"relayed to Ark as {options.upstream_model}",
+            ),
         )
 
     @classmethod
     def from_options(cls, name: str, options: dict[str, Any]) -> ArkEngine:
         return cls(name, UpstreamOptions.parse("ark", name, options))
-
-    @property
-    def capabilities(self) -> EngineCapabilities:
-        return self._capabilities
-
-    @property
-    def ready(self) -> bool:
-        return self.upstream.ready
-
-    async def start(self) -> None:
-        await self.upstream.start()
-
-    async def aclose(self) -> None:
-        await self.upstream.aclose()
 
     def payload(self, job: ImageJob) -> tuple[dict[str, Any], bool]:
         """The upstream request body, and whether it asks for a stream."""

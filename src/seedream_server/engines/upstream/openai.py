@@ -20,51 +20,37 @@ from typing import Any
 from PIL import Image
 
 from ...errors import SensitiveContentDetected
-from ..base import EncodedImage, Engine, EngineCapabilities, ImageJob, ImageResult, ImageTask, ReferenceMode
+from ..base import EncodedImage, EngineCapabilities, ImageJob, ImageResult, ImageTask, ReferenceMode
 from .errors import malformed, request_id_of
-from .keys import KeyPool
 from .options import UpstreamOptions
 from .rehost import b64_bytes, fetch_image, image_result
-from .transport import Upstream
+from .relay import RelayEngine
 
 GENERATIONS = "images/generations"
 EDITS = "images/edits"
 
 
-class OpenAIEngine(Engine):
+class OpenAIEngine(RelayEngine):
     """One model relayed to OpenAI-compatible replicas."""
 
     kind = "openai"
 
     def __init__(self, name: str, options: UpstreamOptions) -> None:
-        self.name = name
-        self.options = options
-        keys = KeyPool(options.keys)
-        self.upstream = Upstream(name, options.base_urls, keys, options.timeout_s, options.max_retries)
-        self._capabilities = EngineCapabilities(
-            max_references=options.max_references,
-            references=ReferenceMode.ENCODED,
-            plans_groups=False,
-            description=f"relayed to OpenAI-compatible servers as {options.upstream_model}",
+        super().__init__(
+            name,
+            options,
+            options.base_urls,
+            EngineCapabilities(
+                max_references=options.max_references,
+                references=ReferenceMode.ENCODED,
+                plans_groups=False,
+                description=f"relayed to OpenAI-compatible servers as {options.upstream_model}",
+            ),
         )
 
     @classmethod
     def from_options(cls, name: str, options: dict[str, Any]) -> OpenAIEngine:
         return cls(name, UpstreamOptions.parse("openai", name, options))
-
-    @property
-    def capabilities(self) -> EngineCapabilities:
-        return self._capabilities
-
-    @property
-    def ready(self) -> bool:
-        return self.upstream.ready
-
-    async def start(self) -> None:
-        await self.upstream.start()
-
-    async def aclose(self) -> None:
-        await self.upstream.aclose()
 
     async def generate(self, job: ImageJob) -> AsyncIterator[ImageResult]:
         room = self.options.max_references - len(job.encoded_references)  # for earlier outputs of a group
