@@ -8,7 +8,6 @@ The two-process topology (shared replicas, a killed replica) is ``tests/test_sca
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest_asyncio
 from PIL import Image
 
 import tiny_pipelines
+from ray_support import local_ray
 from seedream_server.config import ModelConfig
 from seedream_server.engines.base import ImageJob, ImageTask, Progress
 from seedream_server.engines.ray import (
@@ -96,16 +96,8 @@ def test_images_and_jobs_cross_the_handle_as_bytes() -> None:
 @pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
     """A local Ray of 2 CPUs for this module; the engines connect to it by its address."""
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2, namespace="seedream-tests")
-    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")  # Ray's own traffic on loopback
-    try:
-        yield str(ray.get_runtime_context().gcs_address)
-    finally:
-        from ray import serve
-
-        with contextlib.suppress(Exception):
-            serve.shutdown()
-        ray.shutdown()
+    with local_ray() as address:
+        yield address
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

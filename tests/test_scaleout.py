@@ -31,6 +31,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from conftest import LiveServer, start_server, stop_server
+from ray_support import local_ray
 from seedream_server.storage import UrlSigner
 from seedream_server.storage.s3 import S3Storage
 from support import GENERATIONS, iter_sse, wait_until
@@ -104,17 +105,9 @@ def _aws() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2, namespace="seedream-tests")
-    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")  # Ray's own traffic on loopback
-    try:
-        yield str(ray.get_runtime_context().gcs_address)
-    finally:
-        from ray import serve
-
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
+    """A local Ray of 2 CPUs for this module; the engines connect to it by its address."""
+    with local_ray() as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
