@@ -28,7 +28,7 @@ from fastapi import FastAPI
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from seedream_server.accounts import AccountStore
+from seedream_server.accounts import AccountStore, UsageRecord
 from seedream_server.config import DEFAULT_ALIASES, DEFAULT_MODEL, ModelConfig, Settings, load_settings
 
 PG_ENV = "SEEDREAM_TEST_DATABASE_URL"
@@ -66,6 +66,15 @@ def store(tmp_path: Path, database_url: str) -> Iterator[AccountStore]:
     opened = AccountStore.open(tmp_path / "data", database_url)
     yield opened
     opened.close()
+
+
+def ledger_rows(data_dir: Path, database_url: str = "") -> list[UsageRecord]:
+    """The ledger of a server's data directory (or database), read through a store of its own."""
+    store = AccountStore.open(data_dir, database_url)
+    try:
+        return store.usage_records()
+    finally:
+        store.close()
 
 
 def dead_pid() -> int:

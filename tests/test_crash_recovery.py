@@ -20,10 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from accounts_support import bearer
+from accounts_support import bearer, ledger_rows
 from conftest import LiveServer, start_server, stop_server
 from hostile import descendants
-from seedream_server.accounts import AccountStore, IpmLimiter, UsageRecord
+from seedream_server.accounts import AccountStore, IpmLimiter
 from support import GENERATIONS, assert_error, body, iter_sse, wait_until
 
 IPM = 12
@@ -55,12 +55,7 @@ def create_key(data_dir: Path) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def ledger(data_dir: Path) -> list[UsageRecord]:
-    store = AccountStore.open(data_dir)
-    try:
-        return store.usage_records()
-    finally:
-        store.close()
+ledger = ledger_rows
 
 
 def window_used(data_dir: Path) -> int:

@@ -16,16 +16,16 @@ import asyncio
 import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
+from accounts_support import ledger_rows
 from conftest import LiveServer, start_server, stop_server
 from hostile import WORST_CASE_REFERENCES, ProcessTreeSampler, corrupt_header_jpeg, palette_png, worst_case_body
 from refserver import data_uri
-from seedream_server.accounts import AccountStore, UsageRecord
+from seedream_server.accounts import UsageRecord
 from seedream_server.references import FetchedReference, ImageFormat, ReferenceDecoder
 from support import GENERATIONS, assert_error, body, wait_until
 
@@ -52,12 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     stop_server(running)
 
 
-def ledger(data_dir: Path) -> list[UsageRecord]:
-    store = AccountStore.open(data_dir)
-    try:
-        return store.usage_records()
-    finally:
-        store.close()
+ledger = ledger_rows
 
 
 def test_worst_case_reference_load_stays_under_the_bound(server: LiveServer) -> None:
