@@ -9,12 +9,11 @@ without torchvision); the pipeline only uses it to caption an image sent without
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from tiny_pipelines import QWEN_CHAT_TEMPLATE, _qwen_vl_encoder, _save, qwen_tokenizer
+from tiny_pipelines import _qwen_vl_encoder, qwen_tokenizer, save_with_processor
 
 _Z_DIM = 8
 
@@ -27,7 +26,6 @@ def build_qwen_image_layered(path: Path) -> Path:
         QwenImageLayeredPipeline,
         QwenImageTransformer2DModel,
     )
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     torch.manual_seed(0)
     vae = AutoencoderKLQwenImage(
@@ -60,13 +58,4 @@ def build_qwen_image_layered(path: Path) -> Path:
         tokenizer=tokenizer,
         processor=None,
     )
-    _save(pipe, path)
-    processor_dir = path / "processor"
-    Qwen2VLImageProcessorPil().save_pretrained(str(processor_dir))
-    tokenizer.save_pretrained(str(processor_dir))
-    (processor_dir / "chat_template.jinja").write_text(QWEN_CHAT_TEMPLATE)
-    index_file = path / "model_index.json"
-    index = json.loads(index_file.read_text())
-    index["processor"] = ["transformers", "Qwen2VLProcessor"]
-    index_file.write_text(json.dumps(index, indent=2))
-    return path
+    return save_with_processor(pipe, tokenizer, path)

@@ -452,10 +452,8 @@ def build_qwen_image_edit_plus(path: Path) -> Path:
     tokenizer files), component by component: ``Qwen2VLProcessor`` itself cannot be instantiated where
     torchvision is missing (its video processor needs it), which is the engine's problem to solve at load.
     """
-    import json
 
     from diffusers import FlowMatchEulerDiscreteScheduler, QwenImageEditPlusPipeline
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     tokenizer = qwen_tokenizer()
     torch.manual_seed(0)
@@ -467,6 +465,15 @@ def build_qwen_image_edit_plus(path: Path) -> Path:
         tokenizer=tokenizer,
         processor=None,
     )
+    return save_with_processor(pipe, tokenizer, path)
+
+
+def save_with_processor(pipe: Any, tokenizer: Any, path: Path) -> Path:
+    """Save a Qwen-Image edit-style pipeline with the VL processor it loads by itself (built offline)."""
+    import json
+
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
     _save(pipe, path)
     processor_dir = path / "processor"
     Qwen2VLImageProcessorPil().save_pretrained(str(processor_dir))
