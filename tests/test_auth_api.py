@@ -316,10 +316,10 @@ def test_a_stream_cut_by_the_client_is_recorded_as_cancelled(tmp_path: Path) -> 
 
         store = AccountStore.open(data_dir)
 
-        def recorded() -> bool:
-            return any(r.request_id == request_id for r in store.usage_records())
+        def settled() -> bool:  # the row exists from admission ("running"); wait for the job to settle it
+            return any(r.request_id == request_id and r.status != "running" for r in store.usage_records())
 
-        wait_until(recorded, "the cancelled job's ledger row")
+        wait_until(settled, "the cancelled job's ledger row settled")
         row = next(r for r in store.usage_records() if r.request_id == request_id)
         assert row.status == "cancelled"
         assert 1 <= row.images < 8

@@ -2,8 +2,9 @@
 the protocol's response models so the OpenAPI schema and the wire cannot drift.
 
 :class:`JobResponse` runs the job inside the response: it waits for the engine slot and the decoded
-references first (an error there is still a plain JSON error), then streams or collects, and the job
-settles when the response ends, however it ends (client gone, client too slow to read, failure).
+references first (an error there is still a plain JSON error), then streams or collects. A stream's job
+settles when the stream ends, however it ends (client gone, client too slow to read, failure); a JSON
+body is sent after its job has settled (slot free, ledger row closed).
 """
 
 from __future__ import annotations
@@ -192,27 +193,33 @@ class JobResponse(Response):
         self.openai_usage = openai_usage
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Streams are sent while the job lives; a JSON body (or error) is sent once the job has settled, so
+        its slot is free and its ledger row closed before the client sees the answer."""
+        response = await self._run(scope, receive, send)
+        if response is not None:
+            await response(scope, receive, send)
+
+    async def _run(self, scope: Scope, receive: Receive, send: Send) -> Response | None:
+        """The job's life; returns the response still to send (None when it was streamed or nobody waits)."""
         job = self.job
         async with job:
             # 6. the engine slot and the decoded references first: their errors are still plain JSON
             try:
                 await unless_disconnected(receive, job.start())
             except ClientDisconnected:
-                return
+                return None
             except SeedreamError as exc:
                 job.status = exc.code
-                await error_response(exc, job.request_id)(scope, receive, send)
-                return
+                return error_response(exc, job.request_id)
             # 7. the images, streamed or collected
             if job.request.stream:
-                response: Response = EventSourceResponse(stream(job, self.openai_usage), sep="\n", ping=PING_S)
-            else:
-                try:
-                    body = await unless_disconnected(receive, collect(job, self.openai_usage))
-                except ClientDisconnected:
-                    return
-                except SeedreamError as exc:
-                    response = error_response(exc, job.request_id)
-                else:
-                    response = JSONResponse(body.model_dump(exclude_none=True, serialize_as_any=True))
-            await response(scope, receive, send)
+                events = EventSourceResponse(stream(job, self.openai_usage), sep="\n", ping=PING_S)
+                await events(scope, receive, send)
+                return None
+            try:
+                body = await unless_disconnected(receive, collect(job, self.openai_usage))
+            except ClientDisconnected:
+                return None
+            except SeedreamError as exc:
+                return error_response(exc, job.request_id)
+            return JSONResponse(body.model_dump(exclude_none=True, serialize_as_any=True))
