@@ -105,6 +105,12 @@ def nearest_ratio(width: int, height: int) -> str:
     return min(PRESETS, key=lambda name: abs(math.log(_RATIO_VALUES[name]) - target))
 
 
+def dimensions(size: object) -> tuple[int, int] | None:
+    """``"2048x2048"`` -> (2048, 2048); None for anything that is not ``<W>x<H>``."""
+    match = _EXPLICIT.match(size) if isinstance(size, str) else None
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
 def parse_size(size: str, limits: SizeLimits, model: str = "") -> tuple[int, int] | str:
     """Validate ``size``: returns a tier name ("2K") or an explicit (width, height). ``model`` names the
     model in the messages."""
@@ -117,14 +123,14 @@ def parse_size(size: str, limits: SizeLimits, model: str = "") -> tuple[int, int
             f"size tiers ({', '.join(limits.tiers)}).",
             param="size",
         )
-    match = _EXPLICIT.match(size)
-    if not match:
+    explicit = dimensions(size)
+    if explicit is None:
         raise InvalidParameter(
             f"The parameter `size` specified in the request is not valid{of_model}: {size[:64]!r}. "
             f"Use {', '.join(limits.tiers)} or <width>x<height> such as 2048x2048.",
             param="size",
         )
-    width, height = int(match.group(1)), int(match.group(2))
+    width, height = explicit
     pixels = width * height
     if not limits.min_pixels <= pixels <= limits.max_pixels:
         raise InvalidParameter(

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..errors import InvalidParameter, MissingParameter
+from ..sizes import DEFAULT_SIZE
 
 MAX_IMAGES_PER_REQUEST = 15  # references + outputs of one request
 MAX_SEED = 2_147_483_647  # seeds are -1 (random) or 0..MAX_SEED
@@ -169,7 +170,7 @@ class GenerationRequest:
     model: str
     prompt: str
     images: tuple[str | bytes, ...] = ()  # URLs or data URIs (JSON), uploaded files (multipart edits)
-    size: str = "2048x2048"
+    size: str = DEFAULT_SIZE
     sequential: bool = False
     max_images: int = MAX_IMAGES_PER_REQUEST
     n: int = 1
@@ -208,7 +209,7 @@ def to_generation_request(body: ImageGenerationRequest) -> GenerationRequest:
         model=body.model,
         prompt=body.prompt,
         images=images,
-        size=body.size if body.size is not None else "2048x2048",
+        size=body.size if body.size is not None else DEFAULT_SIZE,
         sequential=body.sequential_image_generation == "auto",
         max_images=(options.max_images if options and options.max_images else MAX_IMAGES_PER_REQUEST),
         n=body.n or 1,

@@ -15,6 +15,7 @@ import io
 import httpx
 from PIL import Image
 
+from ...sizes import dimensions
 from ..base import ImageResult
 from .errors import malformed, transport_error
 
@@ -50,15 +51,6 @@ def header_size(data: bytes) -> tuple[int, int] | None:
             return image.size
     except (OSError, ValueError):
         return None
-
-
-def parse_size(size: object) -> tuple[int, int] | None:
-    """``"2048x2048"`` -> (2048, 2048); None for anything else."""
-    if isinstance(size, str) and "x" in size:
-        width, _, height = size.partition("x")
-        if width.isdigit() and height.isdigit():
-            return int(width), int(height)
-    return None
 
 
 async def fetch_image(client: httpx.AsyncClient, url: str, timeout_s: float, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
@@ -100,7 +92,7 @@ async def image_result(
         data = b64_bytes(b64) if b64 is not None else await fetch_image(client, str(url), timeout_s)
         image = await decode_image(data)
         return ImageResult(index, image=image, watermarked=watermarked, upstream_request_id=request_id)
-    size = parse_size(item.get("size"))
+    size = dimensions(item.get("size"))
     if size is None and b64 is not None:
         size = header_size(b64_bytes(b64))
     passed = {"url": url} if url is not None else {"b64_json": b64}
