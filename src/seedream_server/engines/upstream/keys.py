@@ -70,9 +70,6 @@ class KeyPool:
         i = self._keys.index(key)
         self._cool_until[i] = max(self._cool_until[i], self._clock() + seconds)
 
-    def cooling(self, key: str) -> bool:
-        return key in self._keys and self._cool_until[self._keys.index(key)] > self._clock()
-
     def label(self, key: str | None) -> str:
         """A loggable name of ``key``: its position in the pool and a short hash, never the key."""
         if key is None:
