@@ -14,7 +14,7 @@ from dataclasses import fields as dataclass_fields
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
-from hypothesis import event, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
@@ -121,7 +121,13 @@ def assert_well_named(error: SeedreamError, given: dict[str, Any], params: froze
     if top in ("image", "mask") and params is FORM_PARAMS:
         return  # the edits route names its uploads, which are not text fields
     if isinstance(error, MissingParameter):
-        assert given.get(top) is None, (error.param, given)
+        value = given.get(top)
+        if "." in error.param:  # a required field of a nested object (tools[i].type): the object was given
+            assert value is not None, (error.param, given)
+        elif top == "model" and isinstance(value, str):  # a blank model is a missing one
+            assert not value.strip(), (error.param, given)
+        else:
+            assert value is None, (error.param, given)
     else:
         assert top in given, (error.param, given)
 
@@ -163,6 +169,8 @@ def parse(body: Any) -> GenerationRequest | SeedreamError:
 
 @FUZZ
 @given(body=bodies)
+@example(body={"model": MODEL, "prompt": "a red fox in the snow", "tools": [{}]})  # found by CI's fuzz run
+@example(body={"model": "", "prompt": "a red fox in the snow"})  # a blank model is MissingParameter
 def test_json_bodies_give_a_request_or_a_400_naming_a_field(body: Any) -> None:
     outcome = parse(body)
     if isinstance(outcome, SeedreamError):
@@ -173,6 +181,8 @@ def test_json_bodies_give_a_request_or_a_400_naming_a_field(body: Any) -> None:
 
 @FUZZ
 @given(body=bodies)
+@example(body={"model": MODEL, "prompt": "a red fox in the snow", "tools": [{}]})  # found by CI's fuzz run
+@example(body={"model": "", "prompt": "a red fox in the snow"})  # a blank model is MissingParameter
 def test_json_bodies_survive_the_wire(body: Any) -> None:
     """The body as a client sends it (JSON text, surrogates escaped, NaN as NaN) and as the server reads it."""
     text = json.dumps(body)  # ensure_ascii: a lone surrogate is written as the escape \ud800
