@@ -34,7 +34,8 @@ from seedream_server.protocol import (
 )
 from support import MODEL
 
-FUZZ = settings(max_examples=300, deadline=None, database=None)
+# derandomized: CI runs the same 300 cases each time (a random run found cases that are now pinned as examples)
+FUZZ = settings(max_examples=300, deadline=None, database=None, derandomize=True)
 NESTED: dict[str, type[BaseModel]] = {
     "sequential_image_generation_options": SequentialImageGenerationOptions,
     "optimize_prompt_options": OptimizePromptOptions,
